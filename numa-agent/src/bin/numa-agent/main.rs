@@ -1,0 +1,98 @@
+//! `numa-agent`: the numa-sensor agent's command line.
+mod run;
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "numa-agent",
+    version,
+    about = "eBPF sensor for NUMA machines: cross-node task migrations and remote memory accesses",
+    long_about = "eBPF sensor for NUMA machines. Loads tracepoint programs into the running \
+                  kernel, classifies what they see against the machine's NUMA topology, and \
+                  reports NUMA errors as Prometheus metrics and NDJSON events.\n\n\
+                  Needs Linux with BTF and root, or CAP_BPF + CAP_PERFMON. Log verbosity \
+                  follows RUST_LOG (default: info)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load and attach the sensor, serve metrics, and optionally stream events.
+    ///
+    /// Monitor only: without a policy every user process is in scope (the agent's own
+    /// threads and kernel threads are not), and nothing is acted on. Stops cleanly on
+    /// SIGINT/SIGTERM, detaching every program.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Serve Prometheus metrics on this address (`/metrics`, `/healthz`). Loopback by
+    /// default; use 0.0.0.0:9477 to let a remote Prometheus scrape it.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9477",
+        env = "NUMA_METRICS_ADDR"
+    )]
+    metrics_addr: SocketAddr,
+
+    /// Stream NUMA errors to stdout: `json` writes one JSON object per line
+    /// (schema in README.md); `none` writes nothing.
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = EventsFormat::None)]
+    events: EventsFormat,
+
+    /// Read the NUMA topology (devices/system/node) under this directory instead of
+    /// /sys: `/host/sys` in a container, or a fixture tree that declares a node split.
+    /// Kernel events stay real; only the cpu->node map changes.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/sys",
+        env = "NUMA_SYSFS_ROOT"
+    )]
+    sysfs_root: PathBuf,
+
+    /// Resolve thread ids under this proc mount (`/host/proc` in a container).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/proc",
+        env = "NUMA_PROC_ROOT"
+    )]
+    proc_root: PathBuf,
+
+    /// Use tracefs at this path instead of finding it in /proc/mounts (and mounting
+    /// it on /sys/kernel/tracing when absent).
+    #[arg(long, value_name = "DIR")]
+    tracefs: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum EventsFormat {
+    None,
+    Json,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .target(env_logger::Target::Stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("numa-agent: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! numa-sensor agent library: topology, tracefs, sensors (eBPF), NUMA errors,
+//! metrics and events. The `numa-agent` binary wires them together.
+pub mod errors;
+pub mod events;
+pub mod metrics;
+pub mod privileges;
+pub mod procfs;
+pub mod sensors;
+pub mod steal;
+pub mod topology;
+pub mod tracefs;

@@ -1,0 +1,184 @@
+//! Prometheus metrics, pulled: kernel counters are read from the BPF maps at scrape
+//! time by a `Collector`; userspace counts only what it decides (errors reported).
+//! Labels are bounded: node ids, probe names, steal types; never pid, tid or comm.
+use std::{future::Future, io, sync::Arc};
+
+use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+use prometheus::{
+    Encoder as _, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    core::{Collector, Desc},
+    proto::MetricFamily,
+};
+use tokio::net::TcpListener;
+
+use crate::{
+    errors::{NumaStealError, node_label},
+    sensors::{KernelCounters, ProbeStatus},
+    topology::{NodeId, Topology},
+};
+
+/// Every metric the agent exports.
+pub struct Metrics {
+    registry: Registry,
+    steal_errors: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new(
+        counters: Arc<KernelCounters>,
+        topology: &Topology,
+        probes: &[ProbeStatus],
+    ) -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let nodes: Vec<NodeId> = topology.nodes.iter().map(|n| n.id).collect();
+        registry.register(Box::new(KernelCollector::new(counters, nodes)?))?;
+
+        let steal_errors = IntCounterVec::new(
+            Opts::new(
+                "numa_steal_errors_total",
+                "NUMAStealError events reported: cross-node migrations of in-scope user tasks",
+            ),
+            &["stolen_from_node", "current_node", "steal_type"],
+        )?;
+        registry.register(Box::new(steal_errors.clone()))?;
+
+        let attached = IntGaugeVec::new(
+            Opts::new(
+                "numa_probe_attached",
+                "1 for each probe attached, with the variant that won",
+            ),
+            &["probe", "variant"],
+        )?;
+        for p in probes {
+            attached
+                .with_label_values(&[p.probe.label(), p.variant])
+                .set(1);
+        }
+        registry.register(Box::new(attached))?;
+        Ok(Self {
+            registry,
+            steal_errors,
+        })
+    }
+
+    pub fn record_steal(&self, error: &NumaStealError) {
+        self.steal_errors
+            .with_label_values(&[
+                node_label(error.stolen_from_node).as_str(),
+                node_label(error.current_node).as_str(),
+                error.steal_type.as_str(),
+            ])
+            .inc();
+    }
+
+    /// The text exposition format (version 0.0.4).
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+/// Reads the kernel's per-CPU counters (MIGRATIONS, LOST) when scraped.
+struct KernelCollector {
+    counters: Arc<KernelCounters>,
+    nodes: Vec<NodeId>,
+    descs: Vec<Desc>,
+}
+
+fn migrations_vec() -> Result<IntCounterVec, prometheus::Error> {
+    IntCounterVec::new(
+        Opts::new(
+            "numa_task_migrations_total",
+            "Task migrations seen by sched:sched_migrate_task, by source and destination NUMA node",
+        ),
+        &["src_node", "dst_node"],
+    )
+}
+
+fn lost_vec() -> Result<IntCounterVec, prometheus::Error> {
+    IntCounterVec::new(
+        Opts::new(
+            "numa_events_lost_total",
+            "Records a probe could not send to the agent because the ring buffer was full",
+        ),
+        &["probe"],
+    )
+}
+
+impl KernelCollector {
+    fn new(counters: Arc<KernelCounters>, nodes: Vec<NodeId>) -> Result<Self, prometheus::Error> {
+        let descs = [migrations_vec()?.desc(), lost_vec()?.desc()]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        Ok(Self {
+            counters,
+            nodes,
+            descs,
+        })
+    }
+
+    fn gather(&self) -> Result<Vec<MetricFamily>, Box<dyn std::error::Error>> {
+        let migrations = migrations_vec()?;
+        // Every known pair exists from the start, so `rate()` and alerts see zeros.
+        for src in &self.nodes {
+            for dst in &self.nodes {
+                migrations.with_label_values(&[src.to_string(), dst.to_string()]);
+            }
+        }
+        for cell in self.counters.migrations()? {
+            migrations
+                .with_label_values(&[node_label(cell.src_node), node_label(cell.dst_node)])
+                .inc_by(cell.count);
+        }
+        let lost = lost_vec()?;
+        for (probe, count) in self.counters.lost()? {
+            lost.with_label_values(&[probe.label()]).inc_by(count);
+        }
+        Ok([migrations.collect(), lost.collect()].concat())
+    }
+}
+
+impl Collector for KernelCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.gather().unwrap_or_else(|e| {
+            log::warn!("reading kernel counters for /metrics failed: {e}");
+            Vec::new()
+        })
+    }
+}
+
+async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    match metrics.render() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// Serve `/metrics` and `/healthz` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(metrics);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

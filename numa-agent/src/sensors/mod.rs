@@ -1,0 +1,273 @@
+//! Loading the eBPF object, attaching its programs, and the maps they fill.
+//!
+//! Load-time constants (tracepoint field offsets, node-slot count) go in as
+//! `Global` overrides; map sizes follow the machine (possible CPUs, node count).
+pub mod sched_migrate;
+pub mod task;
+
+use std::{path::Path, sync::Arc};
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{ProgramError, TracePoint},
+};
+use numa_common::{NODE_UNKNOWN, PROBE_COUNT, Probe, globals, maps, programs};
+use thiserror::Error;
+
+use crate::{
+    topology::{NodeId, Topology},
+    tracefs::{Tracefs, TracefsError},
+};
+
+/// The object built by aya-build (numa-agent/build.rs); empty when the build had no
+/// bpf-linker.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/numa-ebpf"));
+
+#[derive(Debug, Error)]
+pub enum SensorError {
+    #[error(
+        "this numa-agent was built without its eBPF programs (bpf-linker was missing at build \
+         time); build it with `cargo xtask run` or after `cargo xtask setup`"
+    )]
+    NotBuilt,
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    #[error("loading the eBPF object into the kernel failed")]
+    Load(#[source] Box<EbpfError>),
+    #[error("eBPF map {name} is missing from the object")]
+    MissingMap { name: &'static str },
+    #[error("eBPF map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("eBPF program {name}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: Box<ProgramError>,
+    },
+}
+
+/// Which probe is attached, and how.
+#[derive(Clone, Debug)]
+pub struct ProbeStatus {
+    pub probe: Probe,
+    /// `tracepoint` (classic, offsets from tracefs); later probes may report other variants.
+    pub variant: &'static str,
+    pub target: String,
+}
+
+/// The loaded programs and their counter maps. Dropping it detaches every program.
+pub struct Sensors {
+    _ebpf: Ebpf,
+    pub counters: Arc<KernelCounters>,
+    pub probes: Vec<ProbeStatus>,
+    pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+impl Sensors {
+    /// Load the object, write the topology into it and attach every program. Returns
+    /// the sensors and the ring buffer their records arrive in; the ring buffer
+    /// outlives the sensors so that what is left in it can be read after detaching.
+    pub fn load(
+        topology: &Topology,
+        tracefs: &Tracefs,
+        proc_root: &Path,
+    ) -> Result<(Self, RingBuf<MapData>), SensorError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(SensorError::NotBuilt);
+        }
+        let format = tracefs.event_format(sched_migrate::CATEGORY, sched_migrate::EVENT)?;
+        // One slot per node id up to the highest, plus one for CPUs of unknown node.
+        let node_slots = topology.max_node_id().map_or(0, |id| id + 1) + 1;
+        let mut migrate_config = sched_migrate::config_from_format(&format, node_slots)?;
+        migrate_config.agent_tgid = std::process::id();
+        let newtask_config =
+            task::config_from_format(&tracefs.event_format(task::CATEGORY, task::EVENT)?)?;
+        let possible_cpus = topology
+            .possible_cpus
+            .max(aya::util::nr_cpus().map_or(0, |n| n as u32))
+            .max(1);
+
+        let mut ebpf = EbpfLoader::new()
+            .override_global(globals::MIGRATE_CONFIG, &migrate_config, true)
+            .override_global(globals::NEWTASK_CONFIG, &newtask_config, true)
+            .map_max_entries(maps::CPU_NODE, possible_cpus)
+            .map_max_entries(maps::MIGRATIONS, node_slots * node_slots)
+            .load(EBPF_OBJECT)
+            .map_err(|e| SensorError::Load(Box::new(e)))?;
+
+        write_cpu_nodes(&mut ebpf, topology)?;
+        // Only error paths in the programs log; a failure here costs nothing but those lines.
+        let logger = aya_log::EbpfLogger::init(&mut ebpf)
+            .inspect_err(|e| log::warn!("eBPF log forwarding unavailable: {e}"))
+            .ok();
+
+        // task_newtask first, then the threads already alive: together they cover
+        // every thread the migration program can meet.
+        attach_tracepoint(
+            &mut ebpf,
+            programs::TASK_NEWTASK,
+            task::CATEGORY,
+            task::EVENT,
+        )?;
+        let seeded = {
+            let map = ebpf
+                .map_mut(maps::TASKS)
+                .ok_or(SensorError::MissingMap { name: maps::TASKS })?;
+            let mut tasks = BpfHashMap::try_from(map).map_err(|source| SensorError::Map {
+                name: maps::TASKS,
+                source,
+            })?;
+            task::seed_from_proc(&mut tasks, proc_root).map_err(|source| SensorError::Map {
+                name: maps::TASKS,
+                source,
+            })?
+        };
+        log::debug!("recorded {seeded} running threads in {}", maps::TASKS);
+        attach_tracepoint(
+            &mut ebpf,
+            programs::SCHED_MIGRATE_TASK,
+            sched_migrate::CATEGORY,
+            sched_migrate::EVENT,
+        )?;
+        let probes = vec![ProbeStatus {
+            probe: Probe::SchedMigrateTask,
+            variant: "tracepoint",
+            target: format!("{}:{}", sched_migrate::CATEGORY, sched_migrate::EVENT),
+        }];
+
+        let events = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?).map_err(|source| {
+            SensorError::Map {
+                name: maps::EVENTS,
+                source,
+            }
+        })?;
+        let counters = Arc::new(KernelCounters {
+            migrations: PerCpuArray::try_from(take_map(&mut ebpf, maps::MIGRATIONS)?).map_err(
+                |source| SensorError::Map {
+                    name: maps::MIGRATIONS,
+                    source,
+                },
+            )?,
+            lost: PerCpuArray::try_from(take_map(&mut ebpf, maps::LOST)?).map_err(|source| {
+                SensorError::Map {
+                    name: maps::LOST,
+                    source,
+                }
+            })?,
+            node_slots,
+        });
+        let sensors = Self {
+            _ebpf: ebpf,
+            counters,
+            probes,
+            logger,
+        };
+        Ok((sensors, events))
+    }
+}
+
+fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    category: &str,
+    event: &str,
+) -> Result<(), SensorError> {
+    let prog_err = |source| SensorError::Program {
+        name,
+        source: Box::new(source),
+    };
+    let program: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or(prog_err(ProgramError::UnexpectedProgramType))?
+        .try_into()
+        .map_err(prog_err)?;
+    program.load().map_err(prog_err)?;
+    program.attach(category, event).map_err(prog_err)?;
+    Ok(())
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, SensorError> {
+    ebpf.take_map(name).ok_or(SensorError::MissingMap { name })
+}
+
+fn write_cpu_nodes(ebpf: &mut Ebpf, topology: &Topology) -> Result<(), SensorError> {
+    let map_err = |source| SensorError::Map {
+        name: maps::CPU_NODE,
+        source,
+    };
+    let map = ebpf
+        .map_mut(maps::CPU_NODE)
+        .ok_or(SensorError::MissingMap {
+            name: maps::CPU_NODE,
+        })?;
+    let mut cpu_node: Array<&mut MapData, u32> = Array::try_from(map).map_err(map_err)?;
+    let capacity = cpu_node.len();
+    for (cpu, node) in topology.cpu_to_node().into_iter().enumerate() {
+        let Ok(cpu) = u32::try_from(cpu) else { break };
+        if cpu >= capacity {
+            break;
+        }
+        cpu_node
+            .set(cpu, node.unwrap_or(NODE_UNKNOWN), 0)
+            .map_err(map_err)?;
+    }
+    // CPUs the topology does not list keep NODE_UNKNOWN rather than the array's 0.
+    for cpu in topology.possible_cpus.min(capacity)..capacity {
+        cpu_node.set(cpu, NODE_UNKNOWN, 0).map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// Counters the kernel keeps; read at scrape time, never re-derived in userspace.
+pub struct KernelCounters {
+    migrations: PerCpuArray<MapData, u64>,
+    lost: PerCpuArray<MapData, u64>,
+    node_slots: u32,
+}
+
+/// One cell of the migration matrix; `None` is a CPU of unknown node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MigrationCount {
+    pub src_node: Option<NodeId>,
+    pub dst_node: Option<NodeId>,
+    pub count: u64,
+}
+
+impl KernelCounters {
+    fn slot_node(&self, slot: u32) -> Option<NodeId> {
+        (slot + 1 < self.node_slots).then_some(slot)
+    }
+
+    /// Every non-zero cell of the (source node, destination node) matrix, summed over CPUs.
+    pub fn migrations(&self) -> Result<Vec<MigrationCount>, MapError> {
+        let mut out = Vec::new();
+        for (index, values) in self.migrations.iter().enumerate() {
+            let count: u64 = values?.iter().sum();
+            if count == 0 {
+                continue;
+            }
+            let index = index as u32;
+            out.push(MigrationCount {
+                src_node: self.slot_node(index / self.node_slots),
+                dst_node: self.slot_node(index % self.node_slots),
+                count,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records each probe could not send, summed over CPUs.
+    pub fn lost(&self) -> Result<Vec<(Probe, u64)>, MapError> {
+        let mut out = Vec::with_capacity(PROBE_COUNT as usize);
+        for probe in Probe::ALL {
+            let values = self.lost.get(&(probe as u32), 0)?;
+            out.push((probe, values.iter().sum()));
+        }
+        Ok(out)
+    }
+}

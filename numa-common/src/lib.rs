@@ -1,0 +1,185 @@
+//! ABI shared by the eBPF programs (`numa-ebpf`) and the agent (`numa-agent`).
+//!
+//! Every type here crosses the kernel/user boundary through a BPF map or the
+//! ring buffer, so each is `#[repr(C)]`, holds integers only (a `u32` flag, never
+//! `bool`, `enum` or `Option`), spells out its padding, and has a size assert:
+//! a layout change on one side only fails the build instead of reading garbage.
+#![no_std]
+
+/// Map names, as declared by `numa-ebpf` (`#[map(name = ..)]`) and opened by the agent.
+pub mod maps {
+    /// `Array<u32>`: CPU id -> NUMA node id, written by the agent from its topology.
+    /// Sized from the number of possible CPUs at load time.
+    pub const CPU_NODE: &str = "CPU_NODE";
+    /// `PerCpuArray<u64>`: migrations counted per (source node slot, destination node slot),
+    /// index `src_slot * node_slots + dst_slot` (see [`super::MigrateConfig::node_slots`]).
+    pub const MIGRATIONS: &str = "MIGRATIONS";
+    /// `PerCpuArray<u64>`: records that could not be sent, indexed by [`super::Probe`] id.
+    pub const LOST: &str = "LOST";
+    /// `RingBuf`: sampled or rare individual records ([`super::MigrateRecord`], ...).
+    pub const EVENTS: &str = "EVENTS";
+    /// `LruHashMap<u32, TaskInfo>`: thread id -> [`super::TaskInfo`], filled by the
+    /// `task_newtask` program for new threads and by the agent for those alive at start,
+    /// so an event names its thread group even after the thread has exited.
+    pub const TASKS: &str = "TASKS";
+}
+
+/// Program names, as the functions are named in `numa-ebpf`.
+pub mod programs {
+    pub const SCHED_MIGRATE_TASK: &str = "sched_migrate_task";
+    pub const TASK_NEWTASK: &str = "task_newtask";
+}
+
+/// Names of the load-time constants (`Global<T>` statics) set by the agent.
+pub mod globals {
+    /// [`super::MigrateConfig`].
+    pub const MIGRATE_CONFIG: &str = "MIGRATE_CONFIG";
+    /// [`super::NewTaskConfig`].
+    pub const NEWTASK_CONFIG: &str = "NEWTASK_CONFIG";
+}
+
+/// Probe ids: index of the [`maps::LOST`] counters and tag of each ring-buffer record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Probe {
+    SchedMigrateTask = 0,
+}
+
+impl Probe {
+    pub const ALL: [Probe; 1] = [Probe::SchedMigrateTask];
+    /// Stable label used in metrics (`numa_events_lost_total{probe}`).
+    pub const fn label(self) -> &'static str {
+        match self {
+            Probe::SchedMigrateTask => "sched_migrate_task",
+        }
+    }
+}
+
+/// Number of entries in [`maps::LOST`].
+pub const PROBE_COUNT: u32 = Probe::ALL.len() as u32;
+
+/// Node value in [`maps::CPU_NODE`] for a CPU the topology does not place in any node
+/// (for example a CPU hot-plugged after the agent read sysfs). Counted under the
+/// last node slot, never used as an index as is.
+pub const NODE_UNKNOWN: u32 = u32::MAX;
+
+/// How a task ended up on another CPU, as far as the context in which
+/// `sched_migrate_task` fired tells it. The tracepoint fires in `set_task_cpu()`
+/// (kernel/sched/core.c), which runs in the waker's, the balancer's or the CPU
+/// stopper's context, never necessarily the migrated task's own.
+pub mod steal_type {
+    /// No rule below matched.
+    pub const UNKNOWN: u32 = 0;
+    /// `current` is an ordinary task other than the migrated one: `try_to_wake_up()` ->
+    /// `select_task_rq()` placed the wakee on another CPU. Ambiguous with a periodic
+    /// load-balance pull run from SCHED_SOFTIRQ on top of that task.
+    pub const WAKEUP: u32 = 1;
+    /// `current` is the idle task (pid 0): a newly-idle or nohz idle balance pulled the
+    /// task (`sched_balance_newidle()`/`load_balance()`, kernel/sched/fair.c). Ambiguous
+    /// with a wakeup issued from an interrupt that arrived while the CPU was idle.
+    pub const IDLE_BALANCE: u32 = 2;
+    /// `current` is a CPU stopper thread (`migration/N`, kernel/stop_machine.c): an
+    /// affinity change (`migration_cpu_stop`), an active load balance
+    /// (`active_load_balance_cpu_stop`), a NUMA-balancing move (`migrate_task_to`,
+    /// `migrate_swap`) or exec balancing. Which of these is not visible here.
+    pub const FORCED: u32 = 3;
+    /// `current` is the migrated task itself.
+    pub const SELF: u32 = 4;
+}
+
+/// Load-time constants of the `sched_migrate_task` program, read from the running
+/// kernel's tracefs `format` file (6.1 and 6.18 lay the event out differently).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct MigrateConfig {
+    /// Byte offset of `pid_t pid` (the migrated task's thread id).
+    pub pid_offset: u32,
+    /// Byte offset of `int orig_cpu`.
+    pub orig_cpu_offset: u32,
+    /// Byte offset of `int dest_cpu`.
+    pub dest_cpu_offset: u32,
+    /// Byte offset of `comm`: a `char[16]` array, or a `__data_loc` word (see below).
+    pub comm_offset: u32,
+    /// 1 when `comm` is `__data_loc char[]`: a u32 whose low 16 bits are the offset of
+    /// the string within the record and high 16 bits its length (include/trace/stages).
+    pub comm_data_loc: u32,
+    /// Number of node slots in the [`maps::MIGRATIONS`] matrix: highest node id + 2, the
+    /// last slot counting CPUs of unknown node. Node ids are the OS's, never re-indexed.
+    pub node_slots: u32,
+    /// Thread-group id of the agent: its own threads are counted but never reported.
+    pub agent_tgid: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<MigrateConfig>() == 32);
+
+/// Load-time constants of the `task:task_newtask` program (offsets from its format file).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct NewTaskConfig {
+    /// Byte offset of `pid_t pid` (the new task's thread id).
+    pub pid_offset: u32,
+    /// Byte offset of the 8-byte `clone_flags`.
+    pub clone_flags_offset: u32,
+}
+const _: () = assert!(core::mem::size_of::<NewTaskConfig>() == 8);
+
+/// `CLONE_THREAD` (include/uapi/linux/sched.h): the new task joins the caller's group.
+pub const CLONE_THREAD: u64 = 0x0001_0000;
+
+/// Value of [`maps::TASKS`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct TaskInfo {
+    pub tgid: u32,
+    /// [`TASK_KERNEL_THREAD`] or 0.
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<TaskInfo>() == 8);
+
+/// [`TaskInfo::flags`]: a kernel thread (a child of kthreadd, pid 2).
+pub const TASK_KERNEL_THREAD: u32 = 1;
+
+/// Capacity of [`maps::TASKS`]; least recently used entries go first, so threads that
+/// exited long ago make room for new ones.
+pub const TASKS_CAPACITY: u32 = 65_536;
+
+/// Length of a task's `comm` (TASK_COMM_LEN, include/linux/sched.h).
+pub const COMM_LEN: usize = 16;
+
+/// One cross-node migration, sent through [`maps::EVENTS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct MigrateRecord {
+    /// Always [`Probe::SchedMigrateTask`]; first field of every ring-buffer record.
+    pub probe: u32,
+    /// One of [`steal_type`].
+    pub steal_type: u32,
+    /// `bpf_ktime_get_boot_ns()` when the tracepoint fired.
+    pub boot_ns: u64,
+    /// The migrated thread (the tracepoint's `pid` field, not `current`).
+    pub tid: u32,
+    pub src_cpu: u32,
+    pub dst_cpu: u32,
+    pub src_node: u32,
+    pub dst_node: u32,
+    /// Thread and thread-group id of `current`, the context that moved the task.
+    pub actor_tid: u32,
+    pub actor_tgid: u32,
+    /// Thread group of the migrated thread from [`maps::TASKS`]; 0 when not known there.
+    pub tgid: u32,
+    /// The migrated task's command, NUL-padded.
+    pub comm: [u8; COMM_LEN],
+}
+const _: () = assert!(core::mem::size_of::<MigrateRecord>() == 64);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: #[repr(C)], integers only, explicit padding: every bit pattern is valid.
+    unsafe impl aya::Pod for super::MigrateConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::MigrateRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NewTaskConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TaskInfo {}
+}

@@ -1,0 +1,149 @@
+//! `cargo xtask <task>`: everything beyond a plain `cargo build`, installing what it
+//! needs first, so the README's two commands work on a machine with only Rust.
+mod bench;
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "numa-sensor developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (idempotent, quiet when all is there):
+    /// apt packages, nightly rust-src, bpf-linker against the nightly's own LLVM.
+    Setup,
+    /// Build the agent with its eBPF programs.
+    Build,
+    /// Build, then run the agent on this machine (`numa-agent run` with safe
+    /// defaults: monitor only, metrics on 127.0.0.1:9477). Arguments after `--` go to
+    /// `numa-agent run`, e.g. `cargo xtask run -- --events json`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Every test: unit tests, then the privileged integration tests against the
+    /// running kernel (root required).
+    Test,
+    /// In-kernel cost of the sensor's programs next to an equivalent bpftrace
+    /// one-liner, measured side by side (root required).
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::run(),
+        Task::Build => build_agent().map(drop),
+        Task::Run { args } => {
+            let agent = build_agent()?;
+            let mut cmd = Command::new(&agent);
+            cmd.arg("run").args(args);
+            exec(cmd)
+        }
+        Task::Test => test(),
+        Task::Bench(args) => {
+            let agent = build_agent()?;
+            let workload = build_workload()?;
+            bench::run(&args, &agent, &workload)
+        }
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// `cargo` with the eBPF build made mandatory (no silent empty object).
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root())
+        .env("NUMA_EBPF_REQUIRED", "1");
+    cmd
+}
+
+pub fn run_checked(mut cmd: Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn build_agent() -> Result<PathBuf> {
+    setup::run()?;
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "--locked",
+        "--package",
+        "numa-agent",
+        "--bin",
+        "numa-agent",
+    ]);
+    run_checked(cmd)?;
+    Ok(workspace_root().join("target/debug/numa-agent"))
+}
+
+fn build_workload() -> Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "--locked",
+        "--package",
+        "numa-tests",
+        "--bin",
+        "numa-workload",
+    ]);
+    run_checked(cmd)?;
+    Ok(workspace_root().join("target/debug/numa-workload"))
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn test() -> Result<()> {
+    let agent = build_agent()?;
+    let workload = build_workload()?;
+
+    println!("== unit tests (default members)");
+    let mut unit = cargo();
+    unit.args(["test", "--locked"]);
+    run_checked(unit)?;
+
+    println!("== privileged integration tests against the running kernel");
+    if !is_root() {
+        bail!(
+            "the integration tests load eBPF programs and need root; run `sudo -E cargo xtask test`"
+        );
+    }
+    let mut integration = cargo();
+    integration
+        .args(["test", "--locked", "--package", "numa-tests"])
+        .env("NUMA_AGENT_BIN", &agent)
+        .env("NUMA_WORKLOAD_BIN", &workload)
+        // The tests share one kernel: each watches its own threads, but keep them
+        // sequential so their workloads do not compete for the two CPUs.
+        .args(["--", "--test-threads=1"]);
+    run_checked(integration)
+}
+
+fn exec(mut cmd: Command) -> Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    let err = cmd.exec();
+    Err(err).with_context(|| format!("executing {cmd:?}"))
+}
