@@ -1,6 +1,7 @@
 //! Maps shared by every program. Sizes set here are placeholders: the agent sizes
 //! `CPU_NODE` from the possible CPUs and `MIGRATIONS` from the node count at load time.
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -15,10 +16,26 @@ pub static MIGRATIONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "LOST")]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(PROBE_COUNT, 0);
 
-/// 1 MiB holds ~16k migration records: far more than a busy machine produces
-/// between two polls of the agent (it wakes on every record).
+/// 1 MiB holds ~16k migration records, far more than a busy machine produces
+/// between two drains of the agent (see [`submit_flags`]).
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Waiting bytes from which a submit wakes the agent at once.
+const WAKEUP_BYTES: u64 = 64 * 1024;
+
+/// Flags for submitting a ring-buffer record. A wakeup per record costs an irq_work
+/// (kernel/bpf/ringbuf.c `bpf_ringbuf_commit()`), which on a virtual machine is an
+/// interrupt round trip worth several microseconds per event; instead the agent
+/// drains on a short timer and is woken only when a backlog builds up.
+#[inline(always)]
+pub fn submit_flags() -> u64 {
+    if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKEUP_BYTES {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
+}
 
 #[map(name = "TASKS")]
 pub static TASKS: LruHashMap<u32, TaskInfo> = LruHashMap::with_max_entries(TASKS_CAPACITY, 0);

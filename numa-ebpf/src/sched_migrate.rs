@@ -26,7 +26,7 @@ use numa_common::{
     COMM_LEN, MigrateConfig, MigrateRecord, NODE_UNKNOWN, Probe, TASK_KERNEL_THREAD, steal_type,
 };
 
-use crate::maps::{EVENTS, MIGRATIONS, TASKS, count_lost, node_of};
+use crate::maps::{EVENTS, MIGRATIONS, TASKS, count_lost, node_of, submit_flags};
 
 #[unsafe(no_mangle)]
 static MIGRATE_CONFIG: Global<MigrateConfig> = Global::new(MigrateConfig {
@@ -115,7 +115,7 @@ fn try_sched_migrate_task(ctx: &TracePointContext) -> Result<u32, u32> {
     };
     read_comm(ctx, &cfg, &mut record.comm);
     entry.write(record);
-    entry.submit(0);
+    entry.submit(submit_flags());
     Ok(0)
 }
 

@@ -49,43 +49,57 @@ fn rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Path) -> Resu
         args.flips
     );
     println!(
-        "{:>5} {:>10} {:>12} {:>12} {:>8}",
-        "round", "hits", "agent ns", "bpftrace ns", "ratio"
+        "topology `split`: node0 = CPU 0, node1 = CPU 1, so every flip is cross-node and sends a \
+         record (the agent's most expensive path); `host`: this machine's own nodes"
+    );
+    println!(
+        "{:>5} {:>8} {:>10} {:>12} {:>12} {:>8}",
+        "round", "topology", "hits", "agent ns", "bpftrace ns", "ratio"
     );
     for round in 1..=args.rounds {
-        let mut agent = spawn_until(
-            Command::new(agent)
-                .args(["run", "--metrics-addr", "127.0.0.1:0", "--sysfs-root"])
-                .arg(split),
-            "ready:",
-            Stream::Stderr,
-        )?;
-        let mut bpftrace = spawn_until(
-            Command::new("bpftrace").args(["-e", BPFTRACE_ONE_LINER]),
-            "Attaching",
-            Stream::Stdout,
-        )?;
-        thread::sleep(Duration::from_millis(500));
-        let before = (prog_stats(agent.id())?, prog_stats(bpftrace.id())?);
-        let mut flip = Command::new(workload);
-        flip.args(["flip", "--no-wait", "--flips", &args.flips.to_string()])
-            .stdout(Stdio::null());
-        run_checked(flip)?;
-        let after = (prog_stats(agent.id())?, prog_stats(bpftrace.id())?);
-        stop(&mut agent)?;
-        stop(&mut bpftrace)?;
-
-        let ours = after.0.since(before.0);
-        let theirs = after.1.since(before.1);
-        println!(
-            "{round:>5} {:>10} {:>12.1} {:>12.1} {:>8.2}",
-            ours.run_cnt,
-            ours.ns_per_hit(),
-            theirs.ns_per_hit(),
-            ours.ns_per_hit() / theirs.ns_per_hit()
-        );
+        for (label, root) in [("split", split), ("host", Path::new("/sys"))] {
+            let (ours, theirs) = one_round(root, args.flips, agent, workload)?;
+            println!(
+                "{round:>5} {label:>8} {:>10} {:>12.1} {:>12.1} {:>8.2}",
+                ours.run_cnt,
+                ours.ns_per_hit(),
+                theirs.ns_per_hit(),
+                ours.ns_per_hit() / theirs.ns_per_hit()
+            );
+        }
     }
     Ok(())
+}
+
+/// Attach both, cause `flips` migrations, and return each side's stats over them.
+fn one_round(
+    sysfs_root: &Path,
+    flips: usize,
+    agent: &Path,
+    workload: &Path,
+) -> Result<(ProgStats, ProgStats)> {
+    let mut agent = spawn_until(
+        Command::new(agent)
+            .args(["run", "--metrics-addr", "127.0.0.1:0", "--sysfs-root"])
+            .arg(sysfs_root),
+        "ready:",
+        Stream::Stderr,
+    )?;
+    let mut bpftrace = spawn_until(
+        Command::new("bpftrace").args(["-e", BPFTRACE_ONE_LINER]),
+        "Attaching",
+        Stream::Stdout,
+    )?;
+    thread::sleep(Duration::from_millis(500));
+    let before = (prog_stats(agent.id())?, prog_stats(bpftrace.id())?);
+    let mut flip = Command::new(workload);
+    flip.args(["flip", "--no-wait", "--flips", &flips.to_string()])
+        .stdout(Stdio::null());
+    run_checked(flip)?;
+    let after = (prog_stats(agent.id())?, prog_stats(bpftrace.id())?);
+    stop(&mut agent)?;
+    stop(&mut bpftrace)?;
+    Ok((after.0.since(before.0), after.1.since(before.1)))
 }
 
 enum Stream {

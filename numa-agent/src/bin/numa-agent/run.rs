@@ -2,6 +2,7 @@
 use std::{
     io::{self, BufWriter},
     sync::Arc,
+    time::Duration,
 };
 
 use anyhow::{Context as _, bail};
@@ -24,6 +25,9 @@ use tokio::{
 };
 
 use crate::{EventsFormat, RunArgs};
+
+/// Longest a record waits in the ring buffer before the agent reads it.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
@@ -103,6 +107,10 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         .context("polling the ring buffer")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    // The programs wake us only when a backlog builds (numa-ebpf maps.rs
+    // `submit_flags`); otherwise records are drained on this tick.
+    let mut tick = tokio::time::interval(DRAIN_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -110,6 +118,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                 pipeline.drain(guard.get_inner_mut())?;
                 guard.clear_ready();
             }
+            _ = tick.tick() => pipeline.drain(ring.get_mut())?,
             _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
         }
