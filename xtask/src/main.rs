@@ -2,6 +2,7 @@
 //! needs first, so the README's two commands work on a machine with only Rust.
 mod bench;
 mod setup;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -32,9 +33,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Every test: unit tests, then the privileged integration tests against the
-    /// running kernel (root required).
+    /// Every test: unit tests, the privileged integration tests against the running
+    /// kernel (root required), then the scenarios in multi-node QEMU guests.
     Test,
+    /// Boot Debian's 6.1 and 6.12 kernels in 2- and 4-node QEMU guests (TCG) and run
+    /// the scenarios inside; part of `test`.
+    Vm(vm::VmArgs),
     /// In-kernel cost of the sensor's programs next to an equivalent bpftrace
     /// one-liner, measured side by side (root required).
     Bench(bench::BenchArgs),
@@ -51,6 +55,11 @@ fn main() -> Result<()> {
             exec(cmd)
         }
         Task::Test => test(),
+        Task::Vm(args) => {
+            let agent = build_agent()?;
+            let guest = build_test_bin("numa-vm-guest")?;
+            vm::run(&args, &agent, &guest)
+        }
         Task::Bench(args) => {
             let agent = build_agent()?;
             let workload = build_workload()?;
@@ -98,6 +107,11 @@ fn build_agent() -> Result<PathBuf> {
 }
 
 fn build_workload() -> Result<PathBuf> {
+    build_test_bin("numa-workload")
+}
+
+/// One of the `numa-tests` binaries (test workloads, the VM scenario runner).
+fn build_test_bin(name: &str) -> Result<PathBuf> {
     let mut cmd = cargo();
     cmd.args([
         "build",
@@ -105,10 +119,10 @@ fn build_workload() -> Result<PathBuf> {
         "--package",
         "numa-tests",
         "--bin",
-        "numa-workload",
+        name,
     ]);
     run_checked(cmd)?;
-    Ok(workspace_root().join("target/debug/numa-workload"))
+    Ok(workspace_root().join("target/debug").join(name))
 }
 
 fn is_root() -> bool {
@@ -139,7 +153,11 @@ fn test() -> Result<()> {
         // The tests share one kernel: each watches its own threads, but keep them
         // sequential so their workloads do not compete for the two CPUs.
         .args(["--", "--test-threads=1"]);
-    run_checked(integration)
+    run_checked(integration)?;
+
+    println!("== multi-node QEMU guests (Debian 6.1 and 6.12 kernels)");
+    let guest = build_test_bin("numa-vm-guest")?;
+    vm::run(&vm::VmArgs::all(), &agent, &guest)
 }
 
 fn exec(mut cmd: Command) -> Result<()> {

@@ -1,0 +1,91 @@
+//! Scenario runner inside the QEMU guests (`cargo xtask vm`): runs as a child of the
+//! guest's init, on a kernel with real NUMA nodes, and prints one
+//! `NUMA-SCENARIO <name> PASS|FAIL <detail>` line per scenario for the host to read.
+use std::{fs, panic};
+
+use anyhow::{Context as _, Result};
+use numa_tests::scenarios;
+
+const SCENARIOS: &[&str] = &["steal"];
+
+fn main() {
+    let requested: Vec<String> = std::env::args()
+        .skip(1)
+        .flat_map(|a| a.split(',').map(str::to_owned).collect::<Vec<_>>())
+        .filter(|a| !a.is_empty())
+        .collect();
+    let names: Vec<String> = if requested.is_empty() {
+        SCENARIOS.iter().map(|s| (*s).to_owned()).collect()
+    } else {
+        requested
+    };
+    for name in names {
+        let outcome = panic::catch_unwind(|| run(&name)).unwrap_or_else(|p| {
+            Err(anyhow::anyhow!(
+                "panicked: {}",
+                p.downcast_ref::<String>().cloned().unwrap_or_default()
+            ))
+        });
+        match outcome {
+            Ok(detail) => println!("NUMA-SCENARIO {name} PASS {detail}"),
+            Err(e) => println!(
+                "NUMA-SCENARIO {name} FAIL {}",
+                format!("{e:#}").replace('\n', " | ")
+            ),
+        }
+    }
+}
+
+fn run(name: &str) -> Result<String> {
+    match name {
+        "steal" => steal(),
+        other => anyhow::bail!(
+            "unknown scenario `{other}` (known: {})",
+            SCENARIOS.join(", ")
+        ),
+    }
+}
+
+/// CPUs with their node, from this kernel's sysfs.
+fn cpus_with_nodes() -> Result<Vec<(usize, u32)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir("/sys/devices/system/node")? {
+        let entry = entry?;
+        let Some(id) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix("node")?.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let list = fs::read_to_string(entry.path().join("cpulist"))?;
+        for part in list.trim().split(',').filter(|p| !p.is_empty()) {
+            let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+            for cpu in lo.parse::<usize>()?..=hi.parse::<usize>()? {
+                out.push((cpu, id));
+            }
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Cross-node migrations between the first and the last CPU, which sit on different
+/// nodes in every guest shape, against the kernel's own ftrace.
+fn steal() -> Result<String> {
+    let cpus = cpus_with_nodes()?;
+    let (first, last) = (
+        cpus.first().context("no CPUs")?,
+        cpus.last().context("no CPUs")?,
+    );
+    anyhow::ensure!(
+        first.1 != last.1,
+        "first and last CPU share node {}",
+        first.1
+    );
+    let outcome = scenarios::steal_matches_ftrace(&[], "/sys", &cpus, [first.0, last.0], 200)?;
+    Ok(format!(
+        "{} cross-node migrations between CPU {} (node {}) and CPU {} (node {}) match ftrace; {} forced",
+        outcome.migrations, first.0, first.1, last.0, last.1, outcome.forced
+    ))
+}
