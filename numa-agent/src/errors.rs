@@ -41,6 +41,45 @@ impl fmt::Display for NumaStealError {
 
 impl std::error::Error for NumaStealError {}
 
+/// A workload's memory lives on a node other than the one it runs on
+/// (`NUMAAccessError{SourceNode, TargetNode, ResourceType, Distance, QoSClass,
+/// AllowedNodes}`): `source_node` is the node of the CPUs it ran on, `target_node` the
+/// node of the memory.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NumaAccessError {
+    pub source_node: NodeId,
+    pub target_node: NodeId,
+    /// What was accessed: `memory` (pages) for now.
+    pub resource_type: String,
+    /// `distance(source_node, target_node)`: the row of the source, as sysfs gives it.
+    pub distance: Option<u32>,
+    /// The workload's QoS class, once attribution knows it.
+    pub qos_class: Option<String>,
+    /// Nodes a policy allows; empty without a policy.
+    pub allowed_nodes: Vec<NodeId>,
+}
+
+impl NumaAccessError {
+    pub const TYPE: &'static str = "NUMAAccessError";
+}
+
+impl fmt::Display for NumaAccessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The supplement's message: `NUMA node %d cannot access %s on node %d (distance %d)`.
+        write!(
+            f,
+            "NUMA node {} cannot access {} on node {} (distance {})",
+            self.source_node,
+            self.resource_type,
+            self.target_node,
+            self.distance
+                .map_or_else(|| "unknown".to_owned(), |d| d.to_string())
+        )
+    }
+}
+
+impl std::error::Error for NumaAccessError {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

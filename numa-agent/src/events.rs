@@ -6,7 +6,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::errors::NumaStealError;
+use crate::errors::{NumaAccessError, NumaStealError};
 
 /// Converts `bpf_ktime_get_boot_ns()` values to wall-clock time. The offset between
 /// CLOCK_REALTIME and CLOCK_BOOTTIME is taken once at start; a later `settimeofday`
@@ -70,6 +70,28 @@ pub struct StealEvent<'a> {
     /// The thread in whose context the kernel moved the task (the waker, the
     /// balancer, the stopper): 0 is the idle task.
     pub actor_tid: u32,
+    pub message: String,
+}
+
+/// A `NUMAAccessError` as written to the stream: one per workload per window over
+/// the threshold.
+#[derive(Debug, Serialize)]
+pub struct AccessEvent<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub timestamp: String,
+    #[serde(flatten)]
+    pub error: &'a NumaAccessError,
+    pub pid: u32,
+    /// `null` if the process exited before the window closed.
+    pub comm: Option<String>,
+    /// `pid:<tgid>` until cgroup/container attribution names it better.
+    pub workload: String,
+    /// `remote / (local + remote)` pages over the window, 0-1.
+    pub cross_access_ratio: f64,
+    pub local_pages: u64,
+    pub remote_pages: u64,
+    pub window_seconds: f64,
     pub message: String,
 }
 

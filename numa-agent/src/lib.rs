@@ -1,7 +1,9 @@
 //! numa-sensor agent library: topology, tracefs, sensors (eBPF), NUMA errors,
 //! metrics and events. The `numa-agent` binary wires them together.
+pub mod access;
 pub mod errors;
 pub mod events;
+pub mod memory_blocks;
 pub mod metrics;
 pub mod privileges;
 pub mod procfs;

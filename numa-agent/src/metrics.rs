@@ -12,7 +12,7 @@ use prometheus::{
 use tokio::net::TcpListener;
 
 use crate::{
-    errors::{NumaStealError, node_label},
+    errors::{NumaAccessError, NumaStealError, node_label},
     sensors::{KernelCounters, ProbeStatus},
     topology::{NodeId, Topology},
 };
@@ -21,6 +21,7 @@ use crate::{
 pub struct Metrics {
     registry: Registry,
     steal_errors: IntCounterVec,
+    access_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -42,6 +43,15 @@ impl Metrics {
         )?;
         registry.register(Box::new(steal_errors.clone()))?;
 
+        let access_errors = IntCounterVec::new(
+            Opts::new(
+                "numa_access_errors_total",
+                "NUMAAccessError events reported: workload windows over the cross-node threshold",
+            ),
+            &["source_node", "target_node"],
+        )?;
+        registry.register(Box::new(access_errors.clone()))?;
+
         let attached = IntGaugeVec::new(
             Opts::new(
                 "numa_probe_attached",
@@ -58,7 +68,14 @@ impl Metrics {
         Ok(Self {
             registry,
             steal_errors,
+            access_errors,
         })
+    }
+
+    pub fn record_access(&self, error: &NumaAccessError) {
+        self.access_errors
+            .with_label_values(&[error.source_node.to_string(), error.target_node.to_string()])
+            .inc();
     }
 
     pub fn record_steal(&self, error: &NumaStealError) {
@@ -96,6 +113,17 @@ fn migrations_vec() -> Result<IntCounterVec, prometheus::Error> {
     )
 }
 
+fn page_allocs_vec() -> Result<IntCounterVec, prometheus::Error> {
+    IntCounterVec::new(
+        Opts::new(
+            "numa_memory_accesses_total",
+            "Pages allocated for user tasks (kmem:mm_page_alloc), by the node of the CPU the task \
+             ran on and the node of the memory: placement of new memory, see README",
+        ),
+        &["cpu_node", "mem_node"],
+    )
+}
+
 fn lost_vec() -> Result<IntCounterVec, prometheus::Error> {
     IntCounterVec::new(
         Opts::new(
@@ -108,11 +136,15 @@ fn lost_vec() -> Result<IntCounterVec, prometheus::Error> {
 
 impl KernelCollector {
     fn new(counters: Arc<KernelCounters>, nodes: Vec<NodeId>) -> Result<Self, prometheus::Error> {
-        let descs = [migrations_vec()?.desc(), lost_vec()?.desc()]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect();
+        let descs = [
+            migrations_vec()?.desc(),
+            page_allocs_vec()?.desc(),
+            lost_vec()?.desc(),
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
         Ok(Self {
             counters,
             nodes,
@@ -133,11 +165,22 @@ impl KernelCollector {
                 .with_label_values(&[node_label(cell.src_node), node_label(cell.dst_node)])
                 .inc_by(cell.count);
         }
+        let page_allocs = page_allocs_vec()?;
+        for cpu in &self.nodes {
+            for mem in &self.nodes {
+                page_allocs.with_label_values(&[cpu.to_string(), mem.to_string()]);
+            }
+        }
+        for cell in self.counters.page_allocs()? {
+            page_allocs
+                .with_label_values(&[node_label(cell.src_node), node_label(cell.dst_node)])
+                .inc_by(cell.count);
+        }
         let lost = lost_vec()?;
         for (probe, count) in self.counters.lost()? {
             lost.with_label_values(&[probe.label()]).inc_by(count);
         }
-        Ok([migrations.collect(), lost.collect()].concat())
+        Ok([migrations.collect(), page_allocs.collect(), lost.collect()].concat())
     }
 }
 

@@ -22,12 +22,22 @@ pub mod maps {
     /// `task_newtask` program for new threads and by the agent for those alive at start,
     /// so an event names its thread group even after the thread has exited.
     pub const TASKS: &str = "TASKS";
+    /// `Array<PfnRange>`: physical page-frame ranges of each node, written by the agent;
+    /// the first [`super::PageAllocConfig::range_count`] entries are used.
+    pub const PFN_RANGES: &str = "PFN_RANGES";
+    /// `PerCpuArray<u64>`: pages allocated per (CPU node slot, memory node slot), index
+    /// `cpu_slot * node_slots + mem_slot`, like [`MIGRATIONS`].
+    pub const PAGE_ALLOCS: &str = "PAGE_ALLOCS";
+    /// `LruPerCpuHashMap<AccessKey, u64>`: pages allocated per (thread group, CPU node,
+    /// memory node), for per-workload cross-node ratios.
+    pub const WORKLOAD_ALLOCS: &str = "WORKLOAD_ALLOCS";
 }
 
 /// Program names, as the functions are named in `numa-ebpf`.
 pub mod programs {
     pub const SCHED_MIGRATE_TASK: &str = "sched_migrate_task";
     pub const TASK_NEWTASK: &str = "task_newtask";
+    pub const MM_PAGE_ALLOC: &str = "mm_page_alloc";
 }
 
 /// Names of the load-time constants (`Global<T>` statics) set by the agent.
@@ -36,6 +46,8 @@ pub mod globals {
     pub const MIGRATE_CONFIG: &str = "MIGRATE_CONFIG";
     /// [`super::NewTaskConfig`].
     pub const NEWTASK_CONFIG: &str = "NEWTASK_CONFIG";
+    /// [`super::PageAllocConfig`].
+    pub const PAGE_ALLOC_CONFIG: &str = "PAGE_ALLOC_CONFIG";
 }
 
 /// Probe ids: index of the [`maps::LOST`] counters and tag of each ring-buffer record.
@@ -43,14 +55,16 @@ pub mod globals {
 #[repr(u32)]
 pub enum Probe {
     SchedMigrateTask = 0,
+    MmPageAlloc = 1,
 }
 
 impl Probe {
-    pub const ALL: [Probe; 1] = [Probe::SchedMigrateTask];
+    pub const ALL: [Probe; 2] = [Probe::SchedMigrateTask, Probe::MmPageAlloc];
     /// Stable label used in metrics (`numa_events_lost_total{probe}`).
     pub const fn label(self) -> &'static str {
         match self {
             Probe::SchedMigrateTask => "sched_migrate_task",
+            Probe::MmPageAlloc => "mm_page_alloc",
         }
     }
 }
@@ -143,6 +157,55 @@ pub const TASK_KERNEL_THREAD: u32 = 1;
 /// exited long ago make room for new ones.
 pub const TASKS_CAPACITY: u32 = 65_536;
 
+/// Load-time constants of the `kmem:mm_page_alloc` program.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct PageAllocConfig {
+    /// Byte offset of the 8-byte `pfn` (`-1UL` when the allocation failed).
+    pub pfn_offset: u32,
+    /// Byte offset of `unsigned int order` (2^order pages were allocated).
+    pub order_offset: u32,
+    /// As [`MigrateConfig::node_slots`].
+    pub node_slots: u32,
+    /// Entries used in [`maps::PFN_RANGES`] (at most [`MAX_PFN_RANGES`]).
+    pub range_count: u32,
+    /// As [`MigrateConfig::agent_tgid`]: the agent's own allocations are not counted.
+    pub agent_tgid: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<PageAllocConfig>() == 24);
+
+/// Capacity of [`maps::PFN_RANGES`]: the program scans it linearly, so the agent merges
+/// contiguous memory blocks of a node into one range first.
+pub const MAX_PFN_RANGES: u32 = 64;
+
+/// Pages `[start_pfn, end_pfn)` belong to `node`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct PfnRange {
+    pub start_pfn: u64,
+    pub end_pfn: u64,
+    pub node: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<PfnRange>() == 24);
+
+/// Key of [`maps::WORKLOAD_ALLOCS`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(C)]
+pub struct AccessKey {
+    pub tgid: u32,
+    /// Node of the CPU the allocating task ran on ([`NODE_UNKNOWN`] if none).
+    pub cpu_node: u32,
+    /// Node the page lives on ([`NODE_UNKNOWN`] if no range holds its pfn).
+    pub mem_node: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<AccessKey>() == 16);
+
+/// Capacity of [`maps::WORKLOAD_ALLOCS`].
+pub const WORKLOAD_ALLOCS_CAPACITY: u32 = 16_384;
+
 /// Length of a task's `comm` (TASK_COMM_LEN, include/linux/sched.h).
 pub const COMM_LEN: usize = 16;
 
@@ -182,4 +245,10 @@ mod pod {
     unsafe impl aya::Pod for super::NewTaskConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::TaskInfo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PageAllocConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PfnRange {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AccessKey {}
 }

@@ -4,6 +4,7 @@
 #![no_main]
 
 mod maps;
+mod page_alloc;
 mod sched_migrate;
 mod task;
 

@@ -3,9 +3,12 @@
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
-use numa_common::{NODE_UNKNOWN, PROBE_COUNT, Probe, TASKS_CAPACITY, TaskInfo};
+use numa_common::{
+    AccessKey, MAX_PFN_RANGES, NODE_UNKNOWN, PROBE_COUNT, PfnRange, Probe, TASKS_CAPACITY,
+    TaskInfo, WORKLOAD_ALLOCS_CAPACITY,
+};
 
 #[map(name = "CPU_NODE")]
 pub static CPU_NODE: Array<u32> = Array::with_max_entries(1, 0);
@@ -39,6 +42,32 @@ pub fn submit_flags() -> u64 {
 
 #[map(name = "TASKS")]
 pub static TASKS: LruHashMap<u32, TaskInfo> = LruHashMap::with_max_entries(TASKS_CAPACITY, 0);
+
+#[map(name = "PFN_RANGES")]
+pub static PFN_RANGES: Array<PfnRange> = Array::with_max_entries(MAX_PFN_RANGES, 0);
+
+#[map(name = "PAGE_ALLOCS")]
+pub static PAGE_ALLOCS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "WORKLOAD_ALLOCS")]
+pub static WORKLOAD_ALLOCS: LruPerCpuHashMap<AccessKey, u64> =
+    LruPerCpuHashMap::with_max_entries(WORKLOAD_ALLOCS_CAPACITY, 0);
+
+/// Slot of `node` in a node-pair matrix of `slots` x `slots`; the last slot collects
+/// unknown nodes.
+#[inline(always)]
+pub fn slot(node: u32, slots: u32) -> u32 {
+    if node >= slots - 1 { slots - 1 } else { node }
+}
+
+/// Add one to a per-CPU counter.
+#[inline(always)]
+pub fn bump(counter: Option<*mut u64>, by: u64) {
+    if let Some(counter) = counter {
+        // SAFETY: per-CPU slot, and tracepoint programs run with preemption disabled.
+        unsafe { *counter += by };
+    }
+}
 
 /// NUMA node of `cpu`, or [`NODE_UNKNOWN`] for a CPU the topology did not place.
 #[inline(always)]

@@ -26,7 +26,7 @@ use numa_common::{
     COMM_LEN, MigrateConfig, MigrateRecord, NODE_UNKNOWN, Probe, TASK_KERNEL_THREAD, steal_type,
 };
 
-use crate::maps::{EVENTS, MIGRATIONS, TASKS, count_lost, node_of, submit_flags};
+use crate::maps::{EVENTS, MIGRATIONS, TASKS, bump, count_lost, node_of, slot, submit_flags};
 
 #[unsafe(no_mangle)]
 static MIGRATE_CONFIG: Global<MigrateConfig> = Global::new(MigrateConfig {
@@ -71,11 +71,10 @@ fn try_sched_migrate_task(ctx: &TracePointContext) -> Result<u32, u32> {
     let dst_node = node_of(dst_cpu);
 
     let slots = cfg.node_slots;
-    let index = slot(src_node, slots) * slots + slot(dst_node, slots);
-    if let Some(counter) = MIGRATIONS.get_ptr_mut(index) {
-        // SAFETY: per-CPU slot, and tracepoint programs run with preemption disabled.
-        unsafe { *counter += 1 };
-    }
+    bump(
+        MIGRATIONS.get_ptr_mut(slot(src_node, slots) * slots + slot(dst_node, slots)),
+        1,
+    );
     if src_node == dst_node && src_node != NODE_UNKNOWN {
         return Ok(0);
     }
@@ -117,12 +116,6 @@ fn try_sched_migrate_task(ctx: &TracePointContext) -> Result<u32, u32> {
     entry.write(record);
     entry.submit(submit_flags());
     Ok(0)
-}
-
-/// Slot of `node` in the MIGRATIONS matrix; the last slot collects unknown nodes.
-#[inline(always)]
-fn slot(node: u32, slots: u32) -> u32 {
-    if node >= slots - 1 { slots - 1 } else { node }
 }
 
 /// See `numa_common::steal_type` for what each answer means and leaves ambiguous.

@@ -3,6 +3,7 @@
 //! process, and a thread that migrates on command.
 pub mod agent;
 pub mod ftrace;
+pub mod memory;
 pub mod pin;
 pub mod scenarios;
 pub mod split;

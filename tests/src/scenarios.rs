@@ -203,3 +203,147 @@ pub fn steal_matches_ftrace(
         forced,
     })
 }
+
+/// One workload of [`access_placement`].
+pub struct AccessCase {
+    pub label: String,
+    /// Full command line of a `numa-workload touch` run (possibly behind numactl).
+    pub command: Vec<String>,
+    /// `Some((cpu node, memory node))` when the placement is remote, `None` when local.
+    pub remote: Option<(u32, u32)>,
+}
+
+/// Pages the `touch` workload maps.
+pub const TOUCH_MIB: usize = 64;
+
+/// Run the agent (1 s windows, threshold 0.1) while each case's workload touches
+/// [`TOUCH_MIB`] MiB; check the kernel really placed it as the case says
+/// (`/proc/<pid>/numa_maps`), that a remote case yields `NUMAAccessError`s with the
+/// right nodes, the sysfs distance and a ratio >= 0.9, and that a local one yields
+/// none (so its ratio stayed <= 0.1).
+pub fn access_placement(
+    agent_args: &[&str],
+    sysfs_root: &str,
+    cases: &[AccessCase],
+) -> Result<String> {
+    let mut args = vec![
+        "run",
+        "--events",
+        "json",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--access-window",
+        "1s",
+        "--max-cross-access",
+        "0.1",
+    ];
+    args.extend_from_slice(agent_args);
+    let agent = Agent::start(&args)?;
+    let mut pids = Vec::new();
+    for case in cases {
+        let out = std::process::Command::new(&case.command[0])
+            .args(&case.command[1..])
+            .output()
+            .with_context(|| format!("{}: starting {:?}", case.label, case.command))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            out.status.success(),
+            "{}: workload failed: {}",
+            case.label,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("pid "))
+            .context("workload printed no pid line")?;
+        let mut words = line.split_whitespace();
+        let pid: u32 = words.nth(1).context("pid")?.parse()?;
+        let placement: Vec<(u32, u64)> = words
+            .skip(1)
+            .filter_map(|f| {
+                let (n, p) = f.strip_prefix('N')?.split_once('=')?;
+                Some((n.parse().ok()?, p.parse().ok()?))
+            })
+            .collect();
+        pids.push((pid, placement));
+    }
+    thread::sleep(std::time::Duration::from_millis(1500)); // one more window
+    let stopped = agent.stop()?;
+    ensure!(
+        stopped.status.success(),
+        "agent exit {}: {}",
+        stopped.status,
+        stopped.stderr.join("\n")
+    );
+    let events: Vec<Value> = stopped
+        .stdout
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).with_context(|| format!("not JSON: {l}")))
+        .collect::<Result<_>>()?;
+
+    let pages = (TOUCH_MIB << 20) as u64 / 4096;
+    let mut report = Vec::new();
+    for (case, (pid, placement)) in cases.iter().zip(&pids) {
+        let mine: Vec<&Value> = events
+            .iter()
+            .filter(|e| {
+                e["type"] == "NUMAAccessError" && e["pid"].as_u64() == Some(u64::from(*pid))
+            })
+            .collect();
+        let (on_node, most) = placement
+            .iter()
+            .copied()
+            .max_by_key(|&(_, p)| p)
+            .context("no placement")?;
+        ensure!(
+            most * 10 >= pages * 9,
+            "{}: numa_maps {placement:?}: the kernel did not place 90% on one node",
+            case.label
+        );
+        match case.remote {
+            None => ensure!(
+                mine.is_empty(),
+                "{}: local workload reported: {mine:?}",
+                case.label
+            ),
+            Some((cpu_node, mem_node)) => {
+                ensure!(
+                    on_node == mem_node,
+                    "{}: numa_maps puts it on node {on_node}, not {mem_node}",
+                    case.label
+                );
+                ensure!(
+                    !mine.is_empty(),
+                    "{}: no NUMAAccessError for pid {pid}; events: {events:?}",
+                    case.label
+                );
+                let distance = sysfs_distance(sysfs_root, cpu_node, mem_node)?;
+                for e in &mine {
+                    ensure!(
+                        e["source_node"].as_u64() == Some(u64::from(cpu_node))
+                            && e["target_node"].as_u64() == Some(u64::from(mem_node))
+                            && e["distance"].as_u64() == Some(u64::from(distance))
+                            && e["resource_type"] == "memory",
+                        "{}: want {cpu_node}->{mem_node} distance {distance}: {e}",
+                        case.label
+                    );
+                    let ratio = e["cross_access_ratio"].as_f64().unwrap_or(0.0);
+                    ensure!(ratio >= 0.9, "{}: ratio {ratio} < 0.9: {e}", case.label);
+                }
+                let remote: u64 = mine.iter().filter_map(|e| e["remote_pages"].as_u64()).sum();
+                ensure!(
+                    remote * 10 >= pages * 9,
+                    "{}: agent counted {remote} remote pages of the {pages} touched",
+                    case.label
+                );
+                report.push(format!(
+                    "{}: {} remote pages, {} errors",
+                    case.label,
+                    remote,
+                    mine.len()
+                ));
+            }
+        }
+    }
+    Ok(report.join("; "))
+}

@@ -58,7 +58,7 @@ fn main() -> Result<()> {
         Task::Vm(args) => {
             let agent = build_agent()?;
             let guest = build_test_bin("numa-vm-guest")?;
-            vm::run(&args, &agent, &guest)
+            vm::run(&args, &agent, &guest, &build_workload()?)
         }
         Task::Bench(args) => {
             let agent = build_agent()?;
@@ -157,7 +157,7 @@ fn test() -> Result<()> {
 
     println!("== multi-node QEMU guests (Debian 6.1 and 6.12 kernels)");
     let guest = build_test_bin("numa-vm-guest")?;
-    vm::run(&vm::VmArgs::all(), &agent, &guest)
+    vm::run(&vm::VmArgs::all(), &agent, &guest, &workload)
 }
 
 fn exec(mut cmd: Command) -> Result<()> {

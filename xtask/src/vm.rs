@@ -174,12 +174,12 @@ const FOUR_NODE_DISTANCES: [(u32, u32, u32); 12] = [
 /// Longest one guest may run, boot included.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(420);
 
-pub fn run(args: &VmArgs, agent: &Path, guest: &Path) -> Result<()> {
+pub fn run(args: &VmArgs, agent: &Path, guest: &Path, workload: &Path) -> Result<()> {
     setup::ensure_apt(&["qemu-system-x86", "busybox-static", "numactl"])?;
     let dir = workspace_root().join("target/vm");
     fs::create_dir_all(&dir)?;
     let initramfs = dir.join("initramfs.cpio");
-    build_initramfs(&initramfs, agent, guest)?;
+    build_initramfs(&initramfs, agent, guest, workload)?;
 
     let mut failures = Vec::new();
     let mut passed = 0;
@@ -375,7 +375,7 @@ fn boot(
 /// The guest's root file system: busybox, the agent, the scenario runner, numactl
 /// and the shared libraries they load, as an uncompressed newc cpio archive
 /// (Documentation/driver-api/early-userspace/buffer-format.rst).
-fn build_initramfs(out: &Path, agent: &Path, guest: &Path) -> Result<()> {
+fn build_initramfs(out: &Path, agent: &Path, guest: &Path, workload: &Path) -> Result<()> {
     let mut cpio = Cpio::default();
     for dir in [
         "dev", "proc", "sys", "tmp", "bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "run",
@@ -389,6 +389,7 @@ fn build_initramfs(out: &Path, agent: &Path, guest: &Path) -> Result<()> {
         (PathBuf::from("/bin/busybox"), "bin/busybox".to_owned()),
         (agent.to_path_buf(), "usr/bin/numa-agent".to_owned()),
         (guest.to_path_buf(), "usr/bin/numa-vm-guest".to_owned()),
+        (workload.to_path_buf(), "usr/bin/numa-workload".to_owned()),
     ];
     binaries.push((which("numactl")?, "usr/bin/numactl".to_owned()));
     let mut libraries = std::collections::BTreeSet::new();

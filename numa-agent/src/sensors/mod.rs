@@ -2,6 +2,7 @@
 //!
 //! Load-time constants (tracepoint field offsets, node-slot count) go in as
 //! `Global` overrides; map sizes follow the machine (possible CPUs, node count).
+pub mod page_alloc;
 pub mod sched_migrate;
 pub mod task;
 
@@ -9,13 +10,16 @@ use std::{path::Path, sync::Arc};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{ProgramError, TracePoint},
 };
-use numa_common::{NODE_UNKNOWN, PROBE_COUNT, Probe, globals, maps, programs};
+use numa_common::{
+    AccessKey, MAX_PFN_RANGES, NODE_UNKNOWN, PROBE_COUNT, PfnRange, Probe, globals, maps, programs,
+};
 use thiserror::Error;
 
 use crate::{
+    memory_blocks::{MemoryBlocksError, NodePfnRange},
     topology::{NodeId, Topology},
     tracefs::{Tracefs, TracefsError},
 };
@@ -33,6 +37,8 @@ pub enum SensorError {
     NotBuilt,
     #[error(transparent)]
     Tracefs(#[from] TracefsError),
+    #[error(transparent)]
+    MemoryBlocks(#[from] MemoryBlocksError),
     #[error("loading the eBPF object into the kernel failed")]
     Load(#[source] Box<EbpfError>),
     #[error("eBPF map {name} is missing from the object")]
@@ -64,6 +70,8 @@ pub struct ProbeStatus {
 pub struct Sensors {
     _ebpf: Ebpf,
     pub counters: Arc<KernelCounters>,
+    /// Pages per (thread group, CPU node, memory node), read each access window.
+    pub workload_allocs: PerCpuHashMap<MapData, AccessKey, u64>,
     pub probes: Vec<ProbeStatus>,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
@@ -75,6 +83,7 @@ impl Sensors {
     pub fn load(
         topology: &Topology,
         tracefs: &Tracefs,
+        sysfs_root: &Path,
         proc_root: &Path,
     ) -> Result<(Self, RingBuf<MapData>), SensorError> {
         if EBPF_OBJECT.is_empty() {
@@ -87,6 +96,13 @@ impl Sensors {
         migrate_config.agent_tgid = std::process::id();
         let newtask_config =
             task::config_from_format(&tracefs.event_format(task::CATEGORY, task::EVENT)?)?;
+        let pfn_ranges = pfn_ranges(sysfs_root)?;
+        let mut page_alloc_config = page_alloc::config_from_format(
+            &tracefs.event_format(page_alloc::CATEGORY, page_alloc::EVENT)?,
+        )?;
+        page_alloc_config.node_slots = node_slots;
+        page_alloc_config.range_count = pfn_ranges.len() as u32;
+        page_alloc_config.agent_tgid = std::process::id();
         let possible_cpus = topology
             .possible_cpus
             .max(aya::util::nr_cpus().map_or(0, |n| n as u32))
@@ -95,12 +111,15 @@ impl Sensors {
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::MIGRATE_CONFIG, &migrate_config, true)
             .override_global(globals::NEWTASK_CONFIG, &newtask_config, true)
+            .override_global(globals::PAGE_ALLOC_CONFIG, &page_alloc_config, true)
             .map_max_entries(maps::CPU_NODE, possible_cpus)
             .map_max_entries(maps::MIGRATIONS, node_slots * node_slots)
+            .map_max_entries(maps::PAGE_ALLOCS, node_slots * node_slots)
             .load(EBPF_OBJECT)
             .map_err(|e| SensorError::Load(Box::new(e)))?;
 
         write_cpu_nodes(&mut ebpf, topology)?;
+        write_pfn_ranges(&mut ebpf, &pfn_ranges)?;
         // Only error paths in the programs log; a failure here costs nothing but those lines.
         let logger = aya_log::EbpfLogger::init(&mut ebpf)
             .inspect_err(|e| log::warn!("eBPF log forwarding unavailable: {e}"))
@@ -134,36 +153,37 @@ impl Sensors {
             sched_migrate::CATEGORY,
             sched_migrate::EVENT,
         )?;
-        let probes = vec![ProbeStatus {
-            probe: Probe::SchedMigrateTask,
-            variant: "tracepoint",
-            target: format!("{}:{}", sched_migrate::CATEGORY, sched_migrate::EVENT),
-        }];
+        attach_tracepoint(
+            &mut ebpf,
+            programs::MM_PAGE_ALLOC,
+            page_alloc::CATEGORY,
+            page_alloc::EVENT,
+        )?;
+        let probes = vec![
+            ProbeStatus {
+                probe: Probe::SchedMigrateTask,
+                variant: "tracepoint",
+                target: format!("{}:{}", sched_migrate::CATEGORY, sched_migrate::EVENT),
+            },
+            ProbeStatus {
+                probe: Probe::MmPageAlloc,
+                variant: "tracepoint",
+                target: format!("{}:{}", page_alloc::CATEGORY, page_alloc::EVENT),
+            },
+        ];
 
-        let events = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?).map_err(|source| {
-            SensorError::Map {
-                name: maps::EVENTS,
-                source,
-            }
-        })?;
+        let events = take(&mut ebpf, maps::EVENTS)?;
         let counters = Arc::new(KernelCounters {
-            migrations: PerCpuArray::try_from(take_map(&mut ebpf, maps::MIGRATIONS)?).map_err(
-                |source| SensorError::Map {
-                    name: maps::MIGRATIONS,
-                    source,
-                },
-            )?,
-            lost: PerCpuArray::try_from(take_map(&mut ebpf, maps::LOST)?).map_err(|source| {
-                SensorError::Map {
-                    name: maps::LOST,
-                    source,
-                }
-            })?,
+            migrations: take(&mut ebpf, maps::MIGRATIONS)?,
+            lost: take(&mut ebpf, maps::LOST)?,
+            page_allocs: take(&mut ebpf, maps::PAGE_ALLOCS)?,
             node_slots,
         });
+        let workload_allocs = take(&mut ebpf, maps::WORKLOAD_ALLOCS)?;
         let sensors = Self {
             _ebpf: ebpf,
             counters,
+            workload_allocs,
             probes,
             logger,
         };
@@ -191,8 +211,15 @@ fn attach_tracepoint(
     Ok(())
 }
 
-fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, SensorError> {
-    ebpf.take_map(name).ok_or(SensorError::MissingMap { name })
+/// Take map `name` out of the object as the typed map `M`.
+fn take<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, SensorError>
+where
+    M: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or(SensorError::MissingMap { name })?;
+    M::try_from(map).map_err(|source| SensorError::Map { name, source })
 }
 
 fn write_cpu_nodes(ebpf: &mut Ebpf, topology: &Topology) -> Result<(), SensorError> {
@@ -223,16 +250,59 @@ fn write_cpu_nodes(ebpf: &mut Ebpf, topology: &Topology) -> Result<(), SensorErr
     Ok(())
 }
 
+/// Node pfn ranges under `sysfs_root`, at most as many as the program scans.
+fn pfn_ranges(sysfs_root: &Path) -> Result<Vec<NodePfnRange>, SensorError> {
+    let ranges = crate::memory_blocks::node_pfn_ranges(sysfs_root)?;
+    if ranges.is_empty() {
+        log::warn!(
+            "no memory blocks under {}: page placement is reported as node `unknown`",
+            sysfs_root.display()
+        );
+    }
+    if ranges.len() > MAX_PFN_RANGES as usize {
+        log::warn!(
+            "{} node memory ranges, more than the {MAX_PFN_RANGES} the probe scans: pages past \
+             them count as node `unknown`",
+            ranges.len()
+        );
+    }
+    Ok(ranges.into_iter().take(MAX_PFN_RANGES as usize).collect())
+}
+
+fn write_pfn_ranges(ebpf: &mut Ebpf, ranges: &[NodePfnRange]) -> Result<(), SensorError> {
+    let map_err = |source| SensorError::Map {
+        name: maps::PFN_RANGES,
+        source,
+    };
+    let map = ebpf
+        .map_mut(maps::PFN_RANGES)
+        .ok_or(SensorError::MissingMap {
+            name: maps::PFN_RANGES,
+        })?;
+    let mut array: Array<&mut MapData, PfnRange> = Array::try_from(map).map_err(map_err)?;
+    for (i, r) in ranges.iter().enumerate() {
+        let range = PfnRange {
+            start_pfn: r.start_pfn,
+            end_pfn: r.end_pfn,
+            node: r.node,
+            _pad: 0,
+        };
+        array.set(i as u32, range, 0).map_err(map_err)?;
+    }
+    Ok(())
+}
+
 /// Counters the kernel keeps; read at scrape time, never re-derived in userspace.
 pub struct KernelCounters {
     migrations: PerCpuArray<MapData, u64>,
     lost: PerCpuArray<MapData, u64>,
+    page_allocs: PerCpuArray<MapData, u64>,
     node_slots: u32,
 }
 
-/// One cell of the migration matrix; `None` is a CPU of unknown node.
+/// One cell of a node-pair matrix; `None` is a CPU or page of unknown node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MigrationCount {
+pub struct NodePairCount {
     pub src_node: Option<NodeId>,
     pub dst_node: Option<NodeId>,
     pub count: u64,
@@ -243,16 +313,26 @@ impl KernelCounters {
         (slot + 1 < self.node_slots).then_some(slot)
     }
 
-    /// Every non-zero cell of the (source node, destination node) matrix, summed over CPUs.
-    pub fn migrations(&self) -> Result<Vec<MigrationCount>, MapError> {
+    /// Every non-zero cell of the (source node, destination node) migration matrix,
+    /// summed over CPUs.
+    pub fn migrations(&self) -> Result<Vec<NodePairCount>, MapError> {
+        self.matrix(&self.migrations)
+    }
+
+    /// Every non-zero cell of the (CPU node, memory node) page-allocation matrix.
+    pub fn page_allocs(&self) -> Result<Vec<NodePairCount>, MapError> {
+        self.matrix(&self.page_allocs)
+    }
+
+    fn matrix(&self, map: &PerCpuArray<MapData, u64>) -> Result<Vec<NodePairCount>, MapError> {
         let mut out = Vec::new();
-        for (index, values) in self.migrations.iter().enumerate() {
+        for (index, values) in map.iter().enumerate() {
             let count: u64 = values?.iter().sum();
             if count == 0 {
                 continue;
             }
             let index = index as u32;
-            out.push(MigrationCount {
+            out.push(NodePairCount {
                 src_node: self.slot_node(index / self.node_slots),
                 dst_node: self.slot_node(index % self.node_slots),
                 count,

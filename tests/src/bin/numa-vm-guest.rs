@@ -6,7 +6,7 @@ use std::{fs, panic};
 use anyhow::{Context as _, Result};
 use numa_tests::scenarios;
 
-const SCENARIOS: &[&str] = &["steal"];
+const SCENARIOS: &[&str] = &["steal", "access"];
 
 fn main() {
     let requested: Vec<String> = std::env::args()
@@ -39,6 +39,7 @@ fn main() {
 fn run(name: &str) -> Result<String> {
     match name {
         "steal" => steal(),
+        "access" => access(),
         other => anyhow::bail!(
             "unknown scenario `{other}` (known: {})",
             SCENARIOS.join(", ")
@@ -88,4 +89,49 @@ fn steal() -> Result<String> {
         "{} cross-node migrations between CPU {} (node {}) and CPU {} (node {}) match ftrace; {} forced",
         outcome.migrations, first.0, first.1, last.0, last.1, outcome.forced
     ))
+}
+
+/// Memory bound with numactl: remote from node 0's CPUs to node 1, local on node 0,
+/// and (4-node guest) to the memory-only node, whose distance row differs from its
+/// column.
+fn access() -> Result<String> {
+    let workload =
+        std::env::var("NUMA_WORKLOAD_BIN").unwrap_or_else(|_| "/usr/bin/numa-workload".into());
+    let cpu_nodes: std::collections::BTreeSet<u32> =
+        cpus_with_nodes()?.into_iter().map(|(_, n)| n).collect();
+    let memory_only: Vec<u32> = online_nodes()?
+        .into_iter()
+        .filter(|n| !cpu_nodes.contains(n))
+        .collect();
+    let case = |label: &str, mem: u32, remote: Option<(u32, u32)>| scenarios::AccessCase {
+        label: label.to_owned(),
+        command: vec![
+            "numactl".into(),
+            "--cpunodebind=0".into(),
+            format!("--membind={mem}"),
+            workload.clone(),
+            "touch".into(),
+            "--hold".into(),
+            "1500ms".into(),
+        ],
+        remote,
+    };
+    let mut cases = vec![
+        case("remote 0->1", 1, Some((0, 1))),
+        case("local 0->0", 0, None),
+    ];
+    if let Some(&m) = memory_only.first() {
+        cases.push(case(&format!("memory-only 0->{m}"), m, Some((0, m))));
+    }
+    scenarios::access_placement(&[], "/sys", &cases)
+}
+
+fn online_nodes() -> Result<Vec<u32>> {
+    let text = fs::read_to_string("/sys/devices/system/node/online")?;
+    let mut out = Vec::new();
+    for part in text.trim().split(',') {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        out.extend(lo.parse::<u32>()?..=hi.parse::<u32>()?);
+    }
+    Ok(out)
 }

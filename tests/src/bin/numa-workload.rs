@@ -30,6 +30,31 @@ enum Workload {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Map `--mib` MiB of anonymous memory without huge pages, write every page
+    /// (first touch allocates it on the node the memory policy picks), print where
+    /// the kernel put it according to /proc/self/numa_maps, then stay alive `--hold`.
+    Touch {
+        #[arg(long, default_value_t = 64)]
+        mib: usize,
+        /// Pin to this CPU first (else run where numactl or the scheduler put us).
+        #[arg(long)]
+        cpu: Option<usize>,
+        #[arg(long, default_value = "2s", value_parser = humantime_duration)]
+        hold: std::time::Duration,
+    },
+}
+
+fn humantime_duration(text: &str) -> Result<std::time::Duration, String> {
+    let ms = text
+        .strip_suffix("ms")
+        .map(|v| v.parse::<u64>())
+        .or_else(|| {
+            text.strip_suffix('s')
+                .map(|v| v.parse::<u64>().map(|s| s * 1000))
+        })
+        .ok_or_else(|| format!("`{text}`: use <N>s or <N>ms"))?
+        .map_err(|e| format!("`{text}`: {e}"))?;
+    Ok(std::time::Duration::from_millis(ms))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,6 +80,16 @@ fn main() -> anyhow::Result<()> {
                 .join()
                 .map_err(|_| anyhow::anyhow!("flipping thread panicked"))?
                 .context("flipping")?;
+            println!("done");
+        }
+        Workload::Touch { mib, cpu, hold } => {
+            if let Some(cpu) = cpu {
+                pin::pin_self(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;
+            }
+            let placement = numa_tests::memory::touch_and_locate(mib << 20)?;
+            println!("pid {} numa_maps {placement}", std::process::id());
+            io::stdout().flush()?;
+            thread::sleep(hold);
             println!("done");
         }
     }

@@ -72,6 +72,33 @@ struct RunArgs {
     /// it on /sys/kernel/tracing when absent).
     #[arg(long, value_name = "DIR")]
     tracefs: Option<PathBuf>,
+
+    /// Length of the window over which each workload's cross-node memory ratio is
+    /// computed, e.g. `5s`, `500ms`.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    access_window: std::time::Duration,
+
+    /// Cross-node memory ratio (remote / (local + remote) pages allocated in a window,
+    /// 0-1) above which a workload's window is reported as a NUMAAccessError.
+    #[arg(long, value_name = "RATIO", default_value_t = 0.15, value_parser = parse_ratio)]
+    max_cross_access: f64,
+
+    /// Windows with fewer classified pages than this are too little evidence and never
+    /// reported.
+    #[arg(long, value_name = "PAGES", default_value_t = 256)]
+    min_access_pages: u64,
+}
+
+/// A ratio between 0 and 1 inclusive.
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|e| format!("`{text}` is not a number: {e}"))?;
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("`{text}` is not between 0 and 1"))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

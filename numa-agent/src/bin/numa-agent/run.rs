@@ -8,11 +8,12 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::maps::{MapData, RingBuf};
 use numa_agent::{
-    errors::NumaStealError,
-    events::{BootClock, EventWriter, StealEvent},
+    access::{AccessThreshold, AccessWindows, access_error},
+    errors::{NumaAccessError, NumaStealError},
+    events::{AccessEvent, BootClock, EventWriter, StealEvent},
     metrics::{self, Metrics},
     privileges,
-    sensors::{Sensors, sched_migrate},
+    sensors::{Sensors, page_alloc, sched_migrate},
     steal::{StealClassifier, StealReport},
     topology::Topology,
     tracefs::Tracefs,
@@ -58,8 +59,8 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         Some(dir) => Tracefs::at(dir),
         None => Tracefs::discover().context("locating tracefs")?,
     };
-    let (mut sensors, ring) =
-        Sensors::load(&topology, &tracefs, &args.proc_root).context("loading the eBPF sensors")?;
+    let (mut sensors, ring) = Sensors::load(&topology, &tracefs, &args.sysfs_root, &args.proc_root)
+        .context("loading the eBPF sensors")?;
     for p in &sensors.probes {
         log::info!(
             "attached {} as {} ({})",
@@ -95,6 +96,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
 
     let mut pipeline = Pipeline {
         classifier: StealClassifier::new(args.proc_root.clone()),
+        proc_root: args.proc_root.clone(),
         clock: BootClock::new(),
         metrics,
         topology,
@@ -111,6 +113,13 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     // `submit_flags`); otherwise records are drained on this tick.
     let mut tick = tokio::time::interval(DRAIN_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut access_tick = tokio::time::interval(args.access_window);
+    access_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut windows = AccessWindows::default();
+    let threshold = AccessThreshold {
+        max_cross_access: args.max_cross_access,
+        min_pages: args.min_access_pages,
+    };
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -119,6 +128,15 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                 guard.clear_ready();
             }
             _ = tick.tick() => pipeline.drain(ring.get_mut())?,
+            _ = access_tick.tick() => {
+                let counts = page_alloc::read_workload_allocs(&sensors.workload_allocs)
+                    .context("reading per-workload page counts")?;
+                for window in windows.advance(counts) {
+                    if let Some(error) = access_error(&window, threshold, &pipeline.topology) {
+                        pipeline.report_access(&error, &window, args.access_window)?;
+                    }
+                }
+            }
             _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
         }
@@ -143,6 +161,7 @@ async fn wait_stop(mut rx: watch::Receiver<bool>) {
 
 struct Pipeline<'a> {
     classifier: StealClassifier,
+    proc_root: std::path::PathBuf,
     clock: BootClock,
     metrics: Arc<Metrics>,
     topology: Topology,
@@ -168,6 +187,40 @@ impl Pipeline<'_> {
             w.flush().context("writing events to stdout")?;
         }
         Ok(())
+    }
+
+    fn report_access(
+        &mut self,
+        error: &NumaAccessError,
+        window: &numa_agent::access::WorkloadAccess,
+        length: Duration,
+    ) -> anyhow::Result<()> {
+        if window.tgid == std::process::id() {
+            return Ok(());
+        }
+        self.metrics.record_access(error);
+        let Some(writer) = &mut self.writer else {
+            return Ok(());
+        };
+        let comm =
+            std::fs::read_to_string(self.proc_root.join(window.tgid.to_string()).join("comm"))
+                .ok()
+                .map(|c| c.trim_end().to_owned());
+        let event = AccessEvent {
+            kind: NumaAccessError::TYPE,
+            timestamp: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
+            error,
+            pid: window.tgid,
+            comm,
+            workload: format!("pid:{}", window.tgid),
+            cross_access_ratio: window.ratio().unwrap_or(0.0),
+            local_pages: window.local,
+            remote_pages: window.remote,
+            window_seconds: length.as_secs_f64(),
+            message: error.to_string(),
+        };
+        writer.write(&event).context("writing events to stdout")?;
+        writer.flush().context("writing events to stdout")
     }
 
     fn report(&mut self, report: &StealReport) -> anyhow::Result<()> {

@@ -1,0 +1,81 @@
+//! Memory a workload places on purpose, and where the kernel says it went:
+//! `/proc/<pid>/numa_maps` (fs/proc/task_mmu.c `show_numa_map`) prints, per mapping,
+//! `N<node>=<pages>` for the pages resident on each node: an oracle nobody here wrote.
+use std::{collections::BTreeMap, fs, io};
+
+/// Pages per node of the mapping that starts at `addr`, from numa_maps text.
+pub fn numa_maps_pages(numa_maps: &str, addr: usize) -> Option<BTreeMap<u32, u64>> {
+    let line = numa_maps.lines().find(|l| {
+        l.split_whitespace()
+            .next()
+            .and_then(|a| usize::from_str_radix(a, 16).ok())
+            == Some(addr)
+    })?;
+    Some(
+        line.split_whitespace()
+            .filter_map(|f| {
+                let (node, pages) = f.strip_prefix('N')?.split_once('=')?;
+                Some((node.parse().ok()?, pages.parse().ok()?))
+            })
+            .collect(),
+    )
+}
+
+/// Map `bytes` of anonymous memory without transparent huge pages, write one byte
+/// per page so each is allocated now, and return numa_maps' `N<node>=<pages>` for it
+/// (space-separated). The mapping is left in place: the caller's process holds it.
+pub fn touch_and_locate(bytes: usize) -> io::Result<String> {
+    // SAFETY: a fresh private anonymous mapping; only written within its length.
+    let addr = unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // One page per allocation event, so the count is exact in pages.
+        libc::madvise(p, bytes, libc::MADV_NOHUGEPAGE);
+        let page = 4096;
+        for off in (0..bytes).step_by(page) {
+            std::ptr::write_volatile(p.cast::<u8>().add(off), 1);
+        }
+        p as usize
+    };
+    let maps = fs::read_to_string("/proc/self/numa_maps")?;
+    let pages =
+        numa_maps_pages(&maps, addr).ok_or_else(|| io::Error::other("mapping not in numa_maps"))?;
+    Ok(pages
+        .iter()
+        .map(|(n, p)| format!("N{n}={p}"))
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numa_maps_line() {
+        let text = "7f0000000000 default anon=16384 dirty=16384 active=0 N0=100 N1=16284 kernelpagesize_kB=4\n\
+                    7f1000000000 default file=/lib/x.so mapped=3 N0=3 kernelpagesize_kB=4\n";
+        let pages = numa_maps_pages(text, 0x7f00_0000_0000).expect("found");
+        assert_eq!(pages, BTreeMap::from([(0, 100), (1, 16284)]));
+        assert!(numa_maps_pages(text, 0x1234).is_none());
+    }
+
+    #[test]
+    fn touching_places_every_page_somewhere() {
+        let placement = touch_and_locate(4 << 20).expect("touch");
+        let total: u64 = placement
+            .split_whitespace()
+            .filter_map(|f| f.split_once('=')?.1.parse::<u64>().ok())
+            .sum();
+        assert_eq!(total, 1024, "{placement}");
+    }
+}
