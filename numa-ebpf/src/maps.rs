@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use numa_common::{
-    AccessKey, MAX_PFN_RANGES, NODE_UNKNOWN, PROBE_COUNT, PfnRange, Probe, TASKS_CAPACITY,
-    TaskInfo, WORKLOAD_ALLOCS_CAPACITY,
+    AccessKey, MAX_PFN_RANGES, NODE_UNKNOWN, PROBE_COUNT, PendingAlloc, PfnRange, Probe,
+    TASKS_CAPACITY, TaskInfo, WORKLOAD_ALLOCS_CAPACITY,
 };
 
 #[map(name = "CPU_NODE")]
@@ -52,6 +52,10 @@ pub static PAGE_ALLOCS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "WORKLOAD_ALLOCS")]
 pub static WORKLOAD_ALLOCS: LruPerCpuHashMap<AccessKey, u64> =
     LruPerCpuHashMap::with_max_entries(WORKLOAD_ALLOCS_CAPACITY, 0);
+
+/// One slot per CPU: the run of pages the page-alloc program is gathering.
+#[map(name = "PENDING_ALLOCS")]
+pub static PENDING_ALLOCS: PerCpuArray<PendingAlloc> = PerCpuArray::with_max_entries(1, 0);
 
 /// Slot of `node` in a node-pair matrix of `slots` x `slots`; the last slot collects
 /// unknown nodes.

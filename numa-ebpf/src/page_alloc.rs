@@ -18,9 +18,12 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use numa_common::{AccessKey, MAX_PFN_RANGES, NODE_UNKNOWN, PageAllocConfig, TASK_KERNEL_THREAD};
+use numa_common::{AccessKey, MAX_PFN_RANGES, NODE_UNKNOWN, PageAllocConfig};
 
-use crate::maps::{PAGE_ALLOCS, PFN_RANGES, TASKS, WORKLOAD_ALLOCS, bump, node_of, slot};
+use crate::maps::{PAGE_ALLOCS, PENDING_ALLOCS, PFN_RANGES, WORKLOAD_ALLOCS, bump, node_of, slot};
+
+/// Pages gathered in a CPU's pending slot before they are written to WORKLOAD_ALLOCS.
+const FLUSH_PAGES: u64 = 256;
 
 #[unsafe(no_mangle)]
 static PAGE_ALLOC_CONFIG: Global<PageAllocConfig> = Global::new(PageAllocConfig {
@@ -44,7 +47,9 @@ pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
 fn try_mm_page_alloc(ctx: &TracePointContext) -> Result<(), i32> {
     let cfg = PAGE_ALLOC_CONFIG.load();
     // SAFETY: offsets come from this kernel's format file; reads go through
-    // bpf_probe_read_kernel, which fails cleanly instead of faulting.
+    // bpf_probe_read_kernel, which fails cleanly instead of faulting. (Direct ctx
+    // loads would be cheaper, but the verifier allows them only at offsets fixed in
+    // the instruction, not at load-time constants.)
     let (pfn, order) = unsafe {
         (
             ctx.read_at::<u64>(cfg.pfn_offset as usize)?,
@@ -54,14 +59,11 @@ fn try_mm_page_alloc(ctx: &TracePointContext) -> Result<(), i32> {
     if pfn == u64::MAX || order > MAX_ORDER {
         return Ok(()); // a failed allocation (pfn == -1UL), or garbage
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let (tid, tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
-    // Interrupt-context and kernel-thread allocations belong to no workload.
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // Interrupt-context allocations on the idle task belong to no workload. Kernel
+    // threads are counted here and left out by the agent (a TASKS lookup per page
+    // would cost more than it saves).
     if tgid == 0 || tgid == cfg.agent_tgid {
-        return Ok(());
-    }
-    // SAFETY: copied out at once.
-    if unsafe { TASKS.get(tid) }.is_some_and(|t| t.flags & TASK_KERNEL_THREAD != 0) {
         return Ok(());
     }
     // SAFETY: helper without arguments.
@@ -74,19 +76,55 @@ fn try_mm_page_alloc(ctx: &TracePointContext) -> Result<(), i32> {
         PAGE_ALLOCS.get_ptr_mut(slot(cpu_node, slots) * slots + slot(mem_node, slots)),
         pages,
     );
-    let key = AccessKey {
-        tgid,
-        cpu_node,
-        mem_node,
-        _pad: 0,
+    add_workload_pages(
+        AccessKey {
+            tgid,
+            cpu_node,
+            mem_node,
+            _pad: 0,
+        },
+        pages,
+    )
+}
+
+/// Page faults come in long runs of the same (tgid, cpu node, memory node) on a CPU,
+/// so pages are summed in a per-CPU slot and written to the hash map only when the key
+/// changes or [`FLUSH_PAGES`] have gathered: one hash update per run instead of one per
+/// page. The agent therefore sees a CPU's last run up to [`FLUSH_PAGES`] pages late.
+#[inline(always)]
+fn add_workload_pages(key: AccessKey, pages: u64) -> Result<(), i32> {
+    let Some(pending) = PENDING_ALLOCS.get_ptr_mut(0) else {
+        return Ok(());
     };
-    match WORKLOAD_ALLOCS.get_ptr_mut(key) {
-        Some(counter) => bump(Some(counter), pages),
-        None => {
-            WORKLOAD_ALLOCS.insert(key, pages, 0)?;
+    // SAFETY: this CPU's slot; tracepoint programs run with preemption disabled.
+    let pending = unsafe { &mut *pending };
+    if pending.key == key {
+        pending.pages += pages;
+        if pending.pages < FLUSH_PAGES {
+            return Ok(());
         }
+        let flushed = pending.pages;
+        pending.pages = 0;
+        return flush(key, flushed);
     }
-    Ok(())
+    let (old_key, old_pages) = (pending.key, pending.pages);
+    pending.key = key;
+    pending.pages = pages;
+    if old_pages > 0 {
+        flush(old_key, old_pages)
+    } else {
+        Ok(())
+    }
+}
+
+fn flush(key: AccessKey, pages: u64) -> Result<(), i32> {
+    match WORKLOAD_ALLOCS.get_ptr_mut(key) {
+        Some(counter) => {
+            bump(Some(counter), pages);
+            Ok(())
+        }
+        None => WORKLOAD_ALLOCS.insert(key, pages, 0),
+    }
 }
 
 /// Node whose range holds `pfn`; a bounded scan (the agent merged ranges first).

@@ -4,6 +4,7 @@
 //! stats (`kernel.bpf_stats_enabled`): `run_time_ns` and `run_cnt`, read from each
 //! process's `/proc/<pid>/fdinfo` of its program fds.
 use std::{
+    collections::BTreeMap,
     fs,
     io::{BufRead, BufReader},
     path::Path,
@@ -29,6 +30,7 @@ pub struct BenchArgs {
 
 const BPFTRACE_ONE_LINER: &str =
     "tracepoint:sched:sched_migrate_task { @[args->orig_cpu, args->dest_cpu] = count(); }";
+const BPFTRACE_PAGE_ALLOC: &str = "tracepoint:kmem:mm_page_alloc { @[cpu] = count(); }";
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 pub fn run(args: &BenchArgs, agent: &Path, workload: &Path) -> Result<()> {
@@ -36,7 +38,8 @@ pub fn run(args: &BenchArgs, agent: &Path, workload: &Path) -> Result<()> {
     let split = declared_split()?;
     let previous = fs::read_to_string(BPF_STATS).context("reading kernel.bpf_stats_enabled")?;
     fs::write(BPF_STATS, "1").context("enabling kernel.bpf_stats_enabled (needs root)")?;
-    let result = rounds(args, agent, workload, &split);
+    let result = rounds(args, agent, workload, &split)
+        .and_then(|()| page_fault_rounds(args, agent, workload, &split));
     let _ = fs::write(BPF_STATS, previous.trim());
     let _ = fs::remove_dir_all(&split);
     result
@@ -91,15 +94,92 @@ fn one_round(
         Stream::Stdout,
     )?;
     thread::sleep(Duration::from_millis(500));
-    let before = (prog_stats(agent.id())?, prog_stats(bpftrace.id())?);
+    let stats = |agent: &Child, bpftrace: &Child| -> Result<(ProgStats, ProgStats)> {
+        Ok((
+            total(&prog_stats(agent.id())?, "sched_migrate_t"),
+            total(&prog_stats(bpftrace.id())?, ""),
+        ))
+    };
+    let before = stats(&agent, &bpftrace)?;
     let mut flip = Command::new(workload);
     flip.args(["flip", "--no-wait", "--flips", &flips.to_string()])
         .stdout(Stdio::null());
     run_checked(flip)?;
-    let after = (prog_stats(agent.id())?, prog_stats(bpftrace.id())?);
+    let after = stats(&agent, &bpftrace)?;
     stop(&mut agent)?;
     stop(&mut bpftrace)?;
     Ok((after.0.since(before.0), after.1.since(before.1)))
+}
+
+/// The `mm_page_alloc` program's cost per hit next to a bpftrace counter on the same
+/// tracepoint, and the slowdown of a page-fault-heavy workload (touching 256 MiB page
+/// by page) with the agent attached vs detached, run alternately.
+fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Path) -> Result<()> {
+    let touch = || -> Result<Duration> {
+        let start = std::time::Instant::now();
+        let mut cmd = Command::new(workload);
+        cmd.args(["touch", "--mib", "256", "--cpu", "1", "--hold", "0ms"])
+            .stdout(Stdio::null());
+        run_checked(cmd)?;
+        Ok(start.elapsed())
+    };
+    println!();
+    println!(
+        "page faults: `numa-workload touch --mib 256` (65536 first-touch faults); cost per \
+         mm_page_alloc hit vs `bpftrace -e '{BPFTRACE_PAGE_ALLOC}'`, and wall time detached (A) \
+         vs attached (B), alternating"
+    );
+    println!(
+        "{:>5} {:>10} {:>12} {:>12} {:>10} {:>10} {:>8}",
+        "round", "hits", "agent ns", "bpftrace ns", "A ms", "B ms", "B/A"
+    );
+    let mut slowdowns = Vec::new();
+    for round in 1..=args.rounds.max(5) {
+        let detached = touch()?;
+        let mut agent = spawn_until(
+            Command::new(agent)
+                .args(["run", "--metrics-addr", "127.0.0.1:0", "--sysfs-root"])
+                .arg(split),
+            "ready:",
+            Stream::Stderr,
+        )?;
+        let mut bpftrace = spawn_until(
+            Command::new("bpftrace").args(["-e", BPFTRACE_PAGE_ALLOC]),
+            "Attaching",
+            Stream::Stdout,
+        )?;
+        let stats = |agent: &Child, bpftrace: &Child| -> Result<(ProgStats, ProgStats)> {
+            Ok((
+                total(&prog_stats(agent.id())?, "mm_page_alloc"),
+                total(&prog_stats(bpftrace.id())?, ""),
+            ))
+        };
+        let before = stats(&agent, &bpftrace)?;
+        let _ = touch()?;
+        let after = stats(&agent, &bpftrace)?;
+        stop(&mut bpftrace)?;
+        // The slowdown is measured with the agent alone attached.
+        let attached = touch()?;
+        stop(&mut agent)?;
+        let (ours, theirs) = (after.0.since(before.0), after.1.since(before.1));
+        let ratio = attached.as_secs_f64() / detached.as_secs_f64();
+        slowdowns.push(ratio);
+        println!(
+            "{round:>5} {:>10} {:>12.1} {:>12.1} {:>10.1} {:>10.1} {:>8.3}",
+            ours.run_cnt,
+            ours.ns_per_hit(),
+            theirs.ns_per_hit(),
+            detached.as_secs_f64() * 1e3,
+            attached.as_secs_f64() * 1e3,
+            ratio
+        );
+    }
+    slowdowns.sort_by(f64::total_cmp);
+    println!(
+        "median slowdown with the agent attached: {:+.1}%",
+        (slowdowns[slowdowns.len() / 2] - 1.0) * 100.0
+    );
+    Ok(())
 }
 
 enum Stream {
@@ -167,26 +247,45 @@ impl ProgStats {
     }
 }
 
-/// Sum of the stats of every tracepoint program (`prog_type: 5`,
-/// BPF_PROG_TYPE_TRACEPOINT) whose fd `pid` holds.
-fn prog_stats(pid: u32) -> Result<ProgStats> {
-    let mut total = ProgStats::default();
+/// Stats of every BPF program whose fd `pid` holds, by program name: ids from
+/// `/proc/<pid>/fdinfo` (`prog_id:`), names and counters from the kernel's program
+/// list (BPF_OBJ_GET_INFO_BY_FD: `run_time_ns`, `run_cnt`).
+fn prog_stats(pid: u32) -> Result<BTreeMap<String, ProgStats>> {
+    let mut ids = Vec::new();
     for entry in fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
         let Ok(text) = fs::read_to_string(entry?.path()) else {
             continue;
         };
-        let field = |key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
-        if field("prog_type:") != Some(5) {
+        if let Some(id) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("prog_id:"))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+        {
+            ids.push(id);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for info in aya::programs::loaded_programs().filter_map(Result::ok) {
+        if !ids.contains(&info.id()) {
             continue;
         }
-        total.run_time_ns += field("run_time_ns:").unwrap_or(0);
-        total.run_cnt += field("run_cnt:").unwrap_or(0);
+        let name = info.name_as_str().unwrap_or("?").to_owned();
+        let stats: &mut ProgStats = out.entry(name).or_default();
+        stats.run_time_ns += info.run_time().as_nanos() as u64;
+        stats.run_cnt += info.run_count();
     }
-    Ok(total)
+    Ok(out)
+}
+
+/// Sum over every program whose name starts with `prefix` (all when empty).
+fn total(stats: &BTreeMap<String, ProgStats>, prefix: &str) -> ProgStats {
+    stats
+        .iter()
+        .filter(|(name, _)| name.starts_with(prefix))
+        .fold(ProgStats::default(), |acc, (_, s)| ProgStats {
+            run_time_ns: acc.run_time_ns + s.run_time_ns,
+            run_cnt: acc.run_cnt + s.run_cnt,
+        })
 }
 
 /// node0 = CPU 0, node1 = CPU 1: every flip is a cross-node migration, the agent's

@@ -195,7 +195,11 @@ impl Pipeline<'_> {
         window: &numa_agent::access::WorkloadAccess,
         length: Duration,
     ) -> anyhow::Result<()> {
-        if window.tgid == std::process::id() {
+        // The kernel counts kernel threads' allocations too (cheaper than asking);
+        // they are not workloads.
+        let kernel_thread = numa_agent::procfs::thread_info(&self.proc_root, window.tgid)
+            .is_some_and(|t| t.kernel_thread);
+        if window.tgid == std::process::id() || kernel_thread {
             return Ok(());
         }
         self.metrics.record_access(error);
