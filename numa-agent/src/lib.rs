@@ -2,6 +2,7 @@
 //! metrics and events. The `numa-agent` binary wires them together.
 pub mod errors;
 pub mod events;
+pub mod policy;
 pub mod metrics;
 pub mod privileges;
 pub mod procfs;

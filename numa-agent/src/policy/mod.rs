@@ -1,0 +1,5 @@
+//! NUMAPolicy: the CRD model and its validation (`spec`, `parse`), loading and reload
+//! (`load`), per-workload window evaluation (`evaluate`), the handler with the design
+//! supplement's resolution flow (`handler`), and the engine tying them to the actuators.
+pub mod parse;
+pub mod spec;
