@@ -3,3 +3,7 @@
 //! supplement's resolution flow (`handler`), and the engine tying them to the actuators.
 pub mod parse;
 pub mod spec;
+pub mod placement;
+pub mod workload;
+pub mod evaluate;
+pub mod handler;

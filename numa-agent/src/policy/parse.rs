@@ -866,3 +866,9 @@ fn evaluation(ctx: &mut Ctx, node: &Node<'_>) -> Option<Evaluation> {
 
 #[cfg(test)]
 mod tests;
+
+/// Documents shared by tests of other policy modules.
+#[cfg(test)]
+pub mod tests_support {
+    pub use super::tests::SUPPLEMENT_EXAMPLE;
+}
