@@ -7,3 +7,6 @@ pub mod placement;
 pub mod workload;
 pub mod evaluate;
 pub mod handler;
+pub mod engine;
+pub mod metrics;
+pub mod load;
