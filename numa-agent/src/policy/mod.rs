@@ -10,3 +10,4 @@ pub mod handler;
 pub mod engine;
 pub mod metrics;
 pub mod load;
+pub mod service;

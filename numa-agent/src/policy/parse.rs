@@ -674,7 +674,9 @@ fn numa_topology(ctx: &mut Ctx, node: &Node<'_>, machine: Option<&Machine>) -> O
                         Some(nd) if nd.cpus.is_empty() => ctx.warn(&ip, item, format!("node {id} has no CPUs on this machine: nothing can be relocated to it")),
                         Some(_) => {}
                     }
-                    if m.memory_nodes.as_ref().is_some_and(|m| !m.contains(&id)) {
+                    if topo.nodes.iter().any(|nd| nd.id == id)
+                        && m.memory_nodes.as_ref().is_some_and(|m| !m.contains(&id))
+                    {
                         ctx.warn(&ip, item, format!("node {id} has no memory on this machine"));
                     }
                 }

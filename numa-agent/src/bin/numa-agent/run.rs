@@ -10,6 +10,7 @@ use numa_agent::{
     errors::NumaStealError,
     events::{BootClock, EventWriter, StealEvent},
     metrics::{self, Metrics},
+    policy::service::{self as policy_service, PolicyService},
     privileges,
     sensors::{Sensors, sched_migrate},
     steal::{StealClassifier, StealReport},
@@ -72,6 +73,21 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             .context("registering metrics")?,
     );
 
+    // Policy engine (issue 6): only with --policy.
+    let policy = if args.policy.is_empty() {
+        None
+    } else {
+        let svc = PolicyService::start(
+            args.policy.clone(),
+            &args.sysfs_root,
+            args.proc_root.clone(),
+            &topology,
+            metrics.registry(),
+            args.audit_log.as_ref(),
+        )?;
+        Some(svc)
+    };
+
     let listener = TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("binding the metrics address {}", args.metrics_addr))?;
@@ -84,6 +100,16 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         metrics.clone(),
         wait_stop(stop_rx.clone()),
     ));
+    if let Some(svc) = &policy {
+        let counters = sensors.counters.clone();
+        let lost = move || {
+            counters
+                .lost()
+                .map(|l| l.iter().map(|(_, n)| n).sum())
+                .unwrap_or(0)
+        };
+        tokio::spawn(policy_service::drive(svc.clone(), lost, stop_rx.clone()));
+    }
     log::info!(
         "ready: serving metrics on http://{bound}/metrics, events: {:?}",
         args.events
@@ -94,6 +120,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         clock: BootClock::new(),
         metrics,
         topology,
+        policy: policy.clone(),
         writer: (args.events == EventsFormat::Json)
             .then(|| EventWriter::new(BufWriter::new(io::stdout().lock()))),
     };
@@ -120,6 +147,9 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     let mut ring = ring.into_inner();
     pipeline.drain(&mut ring)?;
     let _ = stop_tx.send(true);
+    if let Some(svc) = &policy {
+        svc.shutdown();
+    }
     server
         .await
         .context("metrics server task")?
@@ -137,6 +167,7 @@ struct Pipeline<'a> {
     clock: BootClock,
     metrics: Arc<Metrics>,
     topology: Topology,
+    policy: Option<Arc<PolicyService>>,
     writer: Option<EventWriter<BufWriter<io::StdoutLock<'a>>>>,
 }
 
@@ -163,6 +194,9 @@ impl Pipeline<'_> {
 
     fn report(&mut self, report: &StealReport) -> anyhow::Result<()> {
         self.metrics.record_steal(&report.error);
+        if let Some(policy) = &self.policy {
+            policy.record_steal(report.pid, &report.error);
+        }
         let Some(writer) = &mut self.writer else {
             return Ok(());
         };
