@@ -3,7 +3,7 @@
 //! applies (enforce) or records (monitor) the resolution, audited and rate-limited.
 use std::{
     collections::{HashMap, HashSet, VecDeque},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
@@ -449,5 +449,139 @@ impl Engine {
         record.after = after.as_ref().map(|p| format!("cpus {} memory_kb {:?}", p.cpus_allowed, p.memory_kb));
         record.result = o.result();
         record.detail = format!("host relocation to node {} (Kubernetes eviction is a later issue): {}", node.id, o.detail());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::BTreeMap,
+        io::Write,
+        process::{Child, Command},
+        sync::Mutex,
+    };
+
+    use super::*;
+    use crate::{
+        policy::{evaluate::ResourceType, parse::parse_documents},
+        topology::Node,
+    };
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Shared {
+        fn records(&self) -> Vec<serde_json::Value> {
+            let text = String::from_utf8(self.0.lock().expect("lock").clone()).expect("utf8");
+            text.lines().map(|l| serde_json::from_str(l).expect("json line")).collect()
+        }
+    }
+
+    struct Sleeper(Child);
+
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn two_nodes() -> Topology {
+        Topology {
+            nodes: vec![Node { id: 0, cpus: vec![0] }, Node { id: 1, cpus: vec![1] }],
+            distances: BTreeMap::from([
+                (0, BTreeMap::from([(0, 10), (1, 21)])),
+                (1, BTreeMap::from([(0, 21), (1, 10)])),
+            ]),
+            possible_cpus: 2,
+            source: "test".into(),
+        }
+    }
+
+    fn status_cpus(pid: u32) -> String {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .expect("status")
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:").map(|v| v.trim().to_owned()))
+            .expect("Cpus_allowed_list")
+    }
+
+    /// The remote-access input is synthetic here (no kernel source feeds it yet): a real
+    /// process as the workload, windows of made-up access counts.
+    #[test]
+    fn access_ratio_windows_debounce_incomplete_and_monitor_mode() {
+        let child = Sleeper(Command::new("sleep").arg("30").spawn().expect("sleep"));
+        let pid = child.0.id();
+        let doc = format!(
+            "apiVersion: concurrency.gokore.io/v1alpha1\nkind: NUMAPolicy\nmetadata: {{name: ratio-test}}\nspec:\n  selector: {{pids: [{pid}]}}\n  numaTopology: {{maxCrossAccess: 10%}}\n  evaluation: {{window: 100ms, debounce: 2, minSamples: 10}}\n  failurePolicies:\n    - {{errorType: NUMAAccessViolation, action: relocatePod}}\n"
+        );
+        let parsed = parse_documents(&doc, None);
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        let audit = Shared::default();
+        let metrics = PolicyMetrics::new().expect("metrics");
+        let registry = prometheus::Registry::new();
+        metrics.register(&registry).expect("register");
+        let mut engine = Engine::new(
+            two_nodes(),
+            PathBuf::from("/proc"),
+            metrics.clone(),
+            AuditLog::to_writer(Box::new(audit.clone())),
+        );
+        let t0 = Instant::now();
+        engine.set_policies(parsed.policies, t0);
+        let cpus_before = status_cpus(pid);
+        let feed = |e: &mut Engine, local: u64, remote: u64| {
+            for (t, count) in [(0, local), (1, remote)] {
+                e.record_access(AccessSample { pid, source_node: 0, target_node: t, resource: ResourceType::Memory, count });
+            }
+        };
+        let ms = |n| t0 + Duration::from_millis(n);
+
+        feed(&mut engine, 50, 50); // window 1: violating (0.5 > 0.1), streak 1 < debounce
+        engine.tick(ms(100), 0);
+        assert!(audit.records().is_empty());
+        feed(&mut engine, 50, 50); // window 2: lost samples -> incomplete
+        engine.record_lost_accesses(1);
+        engine.tick(ms(200), 0);
+        feed(&mut engine, 1, 4); // window 3: too few samples -> incomplete
+        engine.tick(ms(300), 0);
+        // Another unrelated pid is not in the selector: never judged.
+        engine.record_access(AccessSample { pid: 1, source_node: 0, target_node: 1, resource: ResourceType::Memory, count: 1000 });
+        engine.tick(ms(400), 0); // window 4: no samples for the workload -> incomplete
+        assert!(audit.records().is_empty(), "incomplete windows never act: {:?}", audit.records());
+        feed(&mut engine, 60, 40); // window 5: violating, streak 2 = debounce -> action
+        engine.tick(ms(500), 0);
+        let recs = audit.records();
+        assert_eq!(recs.len(), 1, "{recs:#?}");
+        let r = &recs[0];
+        assert_eq!((r["decision"].as_str(), r["result"].as_str()), (Some("would"), Some("would")));
+        assert_eq!(r["action"], "relocatePod");
+        assert_eq!(r["pid"].as_u64(), Some(u64::from(pid)));
+        assert_eq!(r["error"]["type"], "NUMAAccessError");
+        assert_eq!((r["error"]["source_node"].as_u64(), r["error"]["target_node"].as_u64()), (Some(0), Some(1)));
+        assert_eq!(r["error"]["distance"].as_u64(), Some(21));
+        assert_eq!(r["error"]["ratio"].as_f64(), Some(0.4));
+        assert_eq!(r["violating_windows"].as_u64(), Some(2));
+        assert!(r["message"].as_str().is_some_and(|m| m.starts_with("NUMA node 0 cannot access memory on node 1 (distance 21)")), "{r}");
+        feed(&mut engine, 0, 100); // window 6: still violating, but in cooldown
+        engine.tick(ms(600), 0);
+        assert_eq!(audit.records().len(), 1, "cooldown holds");
+        assert_eq!(status_cpus(pid), cpus_before, "monitor mode changed nothing");
+        let errors = metrics.errors.with_label_values(&["NUMAAccessError", "ratio-test"]).get();
+        assert_eq!(errors, 3, "one error per complete violating window");
+        let label = ProcessInfo::read(Path::new("/proc"), pid).expect("alive").workload_label();
+        assert_eq!(metrics.ratio.with_label_values(&["ratio-test", &label]).get(), 1.0);
+        assert_eq!(metrics.threshold.with_label_values(&["ratio-test"]).get(), 0.1);
+        assert_eq!(metrics.actions.with_label_values(&["ratio-test", "relocatePod", "would"]).get(), 1);
     }
 }
