@@ -38,8 +38,8 @@ impl RelocateOutcome {
 
     pub fn detail(&self) -> String {
         let pages = match &self.pages {
-            Ok(0) => "all pages moved".to_owned(),
-            Ok(n) => format!("{n} pages could not be moved"),
+            Ok(0) => "migrate_pages left no page behind".to_owned(),
+            Ok(n) => format!("migrate_pages could not move {n} page(s)"),
             Err(e) => format!("migrate_pages failed: {e}"),
         };
         format!(
@@ -78,6 +78,7 @@ pub fn relocate(
     to_node: NodeId,
 ) -> RelocateOutcome {
     let mut out = RelocateOutcome::default();
+    let mut moved = std::collections::BTreeSet::new();
     // Threads created while this runs inherit the affinity of their creator, which is
     // moved too (or already was); a second pass catches one started in between.
     for _pass in 0..2 {
@@ -86,7 +87,9 @@ pub fn relocate(
         };
         for tid in tasks.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
             match set_affinity(tid, cpus) {
-                Ok(()) => out.threads_moved += 1,
+                Ok(()) => {
+                    moved.insert(tid);
+                }
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
                 Err(e) => out.thread_errors.push((tid, e.to_string())),
             }
@@ -95,6 +98,7 @@ pub fn relocate(
             break;
         }
     }
+    out.threads_moved = moved.len();
     out.pages = migrate_pages(pid, from_nodes, to_node);
     out
 }

@@ -3,7 +3,7 @@
 //! applies (enforce) or records (monitor) the resolution, audited and rate-limited.
 use std::{
     collections::{HashMap, HashSet, VecDeque},
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
@@ -457,6 +457,7 @@ mod tests {
     use std::{
         collections::BTreeMap,
         io::Write,
+        path::Path,
         process::{Child, Command},
         sync::Mutex,
     };
