@@ -123,7 +123,10 @@ mod tests {
             allowed_nodes: Some(vec![0]),
             ratio: 0.5,
         };
-        assert_eq!(e.to_string(), "NUMA node 0 cannot access memory on node 1 (distance 21)");
+        assert_eq!(
+            e.to_string(),
+            "NUMA node 0 cannot access memory on node 1 (distance 21)"
+        );
     }
 
     #[test]

@@ -3,8 +3,8 @@
 pub mod actuators;
 pub mod errors;
 pub mod events;
-pub mod policy;
 pub mod metrics;
+pub mod policy;
 pub mod privileges;
 pub mod procfs;
 pub mod sensors;

@@ -29,7 +29,9 @@ pub enum CgroupError {
     },
     #[error("{path}: cannot parse `{text}`")]
     Parse { path: PathBuf, text: String },
-    #[error("process {pid} has no cgroup with the cpu controller (checked /proc/{pid}/cgroup and the mounts)")]
+    #[error(
+        "process {pid} has no cgroup with the cpu controller (checked /proc/{pid}/cgroup and the mounts)"
+    )]
     NoCpuController { pid: u32 },
 }
 
@@ -113,15 +115,18 @@ impl CpuCgroup {
         let lines = parse_cgroups(&read(&cg_file)?);
         let mounts = cgroup_mounts(&read(&proc_root.join("self/mountinfo"))?);
         let under = |root: &str, mount: &Path, path: &str| {
-            let rel = path.strip_prefix(root).unwrap_or(path).trim_start_matches('/');
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(path)
+                .trim_start_matches('/');
             mount.join(rel)
         };
         if let Some(line) = lines
             .iter()
             .find(|l| l.controllers.iter().any(|c| c == "cpu"))
-            && let Some((root, mount, _, _)) = mounts.iter().find(|(_, _, t, opts)| {
-                t == "cgroup" && opts.split(',').any(|o| o == "cpu")
-            })
+            && let Some((root, mount, _, _)) = mounts
+                .iter()
+                .find(|(_, _, t, opts)| t == "cgroup" && opts.split(',').any(|o| o == "cpu"))
         {
             return Ok(Self {
                 version: Version::V1,
@@ -158,8 +163,13 @@ impl CpuCgroup {
                 let qf = self.dir.join("cpu.cfs_quota_us");
                 let pf = self.dir.join("cpu.cfs_period_us");
                 let (q, p) = (read(&qf)?, read(&pf)?);
-                let quota: i64 = q.parse().map_err(|_| CgroupError::Parse { path: qf.clone(), text: q.clone() })?;
-                let period: u64 = p.parse().map_err(|_| CgroupError::Parse { path: pf, text: p })?;
+                let quota: i64 = q.parse().map_err(|_| CgroupError::Parse {
+                    path: qf.clone(),
+                    text: q.clone(),
+                })?;
+                let period: u64 = p
+                    .parse()
+                    .map_err(|_| CgroupError::Parse { path: pf, text: p })?;
                 Ok(CpuLimit {
                     quota_us: u64::try_from(quota).ok(),
                     period_us: period,
@@ -168,10 +178,17 @@ impl CpuCgroup {
             Version::V2 => {
                 let f = self.dir.join("cpu.max");
                 let text = read(&f)?;
-                let bad = || CgroupError::Parse { path: f.clone(), text: text.clone() };
+                let bad = || CgroupError::Parse {
+                    path: f.clone(),
+                    text: text.clone(),
+                };
                 let (q, p) = text.split_once(' ').ok_or_else(bad)?;
                 Ok(CpuLimit {
-                    quota_us: if q == "max" { None } else { Some(q.parse().map_err(|_| bad())?) },
+                    quota_us: if q == "max" {
+                        None
+                    } else {
+                        Some(q.parse().map_err(|_| bad())?)
+                    },
                     period_us: p.parse().map_err(|_| bad())?,
                 })
             }
@@ -218,7 +235,15 @@ mod tests {
                     45 35 0:40 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
         let m = cgroup_mounts(text);
         assert_eq!(m.len(), 3);
-        assert_eq!(m[0], ("/".into(), "/sys/fs/cgroup/cpu".into(), "cgroup".into(), "rw,cpu".into()));
+        assert_eq!(
+            m[0],
+            (
+                "/".into(),
+                "/sys/fs/cgroup/cpu".into(),
+                "cgroup".into(),
+                "rw,cpu".into()
+            )
+        );
         assert_eq!(m[2].2, "cgroup2");
     }
 

@@ -72,7 +72,8 @@ impl AuditLog {
     }
 
     pub fn write(&mut self, record: &AuditRecord) {
-        let line = serde_json::to_string(record).unwrap_or_else(|e| format!("{{\"audit_error\":\"{e}\"}}"));
+        let line = serde_json::to_string(record)
+            .unwrap_or_else(|e| format!("{{\"audit_error\":\"{e}\"}}"));
         match &mut self.out {
             None => log::info!(target: "audit", "{line}"),
             Some(w) => {
@@ -114,7 +115,10 @@ impl Throttles {
     /// Lower the CPU quota of `pid`'s cgroup to `share` of one CPU for `cooldown`.
     /// `all_in_scope` must say whether every process of that cgroup is governed by the
     /// policy: a cgroup shared with anything else is never throttled.
-    #[expect(clippy::too_many_arguments, reason = "one call site, every value distinct")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site, every value distinct"
+    )]
     pub fn throttle(
         &mut self,
         proc_root: &std::path::Path,
@@ -136,7 +140,9 @@ impl Throttles {
             Err(e) => return refused(e.to_string()),
         };
         if cg.path == "/" {
-            return refused("the process is in the root cpu cgroup, which is never throttled".into());
+            return refused(
+                "the process is in the root cpu cgroup, which is never throttled".into(),
+            );
         }
         if self.active.iter().any(|t| t.cgroup.dir == cg.dir) {
             return ThrottleOutcome {
@@ -166,7 +172,10 @@ impl Throttles {
                 result: "unchanged",
                 before: Some(before.describe()),
                 after: None,
-                detail: format!("{} already at or below {quota}us", cg.quota_file().display()),
+                detail: format!(
+                    "{} already at or below {quota}us",
+                    cg.quota_file().display()
+                ),
             };
         }
         if let Err(e) = cg.write_quota(Some(quota), before.period_us) {
@@ -174,7 +183,12 @@ impl Throttles {
                 result: "failed",
                 before: Some(before.describe()),
                 after: None,
-                detail: format!("{e:#}: {}", std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default()),
+                detail: format!(
+                    "{e:#}: {}",
+                    std::error::Error::source(&e)
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                ),
             };
         }
         let after = cg.read_limit().ok();
@@ -205,11 +219,13 @@ impl Throttles {
 
     /// Restore every throttle whose cooldown ended (all of them with `all`); returns
     /// each with its outcome.
-    pub fn restore_due(&mut self, now: Instant, all: bool) -> Vec<(ActiveThrottle, ThrottleOutcome)> {
-        let (due, keep): (Vec<_>, Vec<_>) = self
-            .active
-            .drain(..)
-            .partition(|t| all || t.until <= now);
+    pub fn restore_due(
+        &mut self,
+        now: Instant,
+        all: bool,
+    ) -> Vec<(ActiveThrottle, ThrottleOutcome)> {
+        let (due, keep): (Vec<_>, Vec<_>) =
+            self.active.drain(..).partition(|t| all || t.until <= now);
         self.active = keep;
         due.into_iter()
             .map(|t| {

@@ -29,7 +29,10 @@ impl Default for RelocateOutcome {
 
 impl RelocateOutcome {
     pub fn result(&self) -> &'static str {
-        match (self.threads_moved > 0 && self.thread_errors.is_empty(), &self.pages) {
+        match (
+            self.threads_moved > 0 && self.thread_errors.is_empty(),
+            &self.pages,
+        ) {
             (true, Ok(0)) => "ok",
             (true, _) => "partial",
             (false, _) => "failed",
@@ -65,7 +68,11 @@ fn set_affinity(tid: u32, cpus: &[u32]) -> io::Result<()> {
         }
         libc::sched_setaffinity(tid as libc::pid_t, size_of::<libc::cpu_set_t>(), &set)
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Move process `pid` to `cpus` (the target node's) and its memory from every node in

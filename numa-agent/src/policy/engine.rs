@@ -10,7 +10,10 @@ use std::{
 
 use super::{
     evaluate::{AccessSample, Judgement, Streak, Streaks, WindowAcc, judge_access, judge_steals},
-    handler::{ErrorContext, HostSystems, NumaError, NumaErrorHandler, PolicyHandler, Resolution, SystemsContext},
+    handler::{
+        ErrorContext, HostSystems, NumaError, NumaErrorHandler, PolicyHandler, Resolution,
+        SystemsContext,
+    },
     metrics::PolicyMetrics,
     placement::{self, ActualPlacement},
     spec::{Action, ErrorType, Mode, Policy, QosClass},
@@ -48,11 +51,21 @@ pub fn assign_class<'p>(policy: &'p Policy, p: &ProcessInfo) -> Option<&'p QosCl
         .qos_classes
         .iter()
         .find(|c| c.selector.as_ref().is_some_and(|s| s.matches(p)))
-        .or_else(|| policy.default_qos_class.as_deref().and_then(|n| policy.qos_class(n)))
+        .or_else(|| {
+            policy
+                .default_qos_class
+                .as_deref()
+                .and_then(|n| policy.qos_class(n))
+        })
 }
 
 impl Engine {
-    pub fn new(topology: Topology, proc_root: PathBuf, metrics: PolicyMetrics, audit: AuditLog) -> Self {
+    pub fn new(
+        topology: Topology,
+        proc_root: PathBuf,
+        metrics: PolicyMetrics,
+        audit: AuditLog,
+    ) -> Self {
         Self {
             systems: Arc::new(HostSystems {
                 topology,
@@ -69,7 +82,10 @@ impl Engine {
     }
 
     pub fn policy_names(&self) -> Vec<String> {
-        self.runtimes.iter().map(|r| r.handler.policy().name.clone()).collect()
+        self.runtimes
+            .iter()
+            .map(|r| r.handler.policy().name.clone())
+            .collect()
     }
 
     /// Put `policies` in force. An unchanged policy keeps its windows and streaks; a
@@ -80,9 +96,15 @@ impl Engine {
         self.metrics.active.reset();
         self.metrics.threshold.reset();
         for policy in policies {
-            self.metrics.active.with_label_values(&[&policy.name, policy.mode.as_str()]).set(1);
+            self.metrics
+                .active
+                .with_label_values(&[&policy.name, policy.mode.as_str()])
+                .set(1);
             if let Some(max) = policy.topology.max_cross_access {
-                self.metrics.threshold.with_label_values(&[&policy.name]).set(max.as_f64());
+                self.metrics
+                    .threshold
+                    .with_label_values(&[&policy.name])
+                    .set(max.as_f64());
             }
             if let Some(i) = old.iter().position(|r| *r.handler.policy() == policy) {
                 self.runtimes.push(old.swap_remove(i));
@@ -108,7 +130,10 @@ impl Engine {
         }
         for r in old {
             for l in r.ratio_labels {
-                let _ = self.metrics.ratio.remove_label_values(&[&r.handler.policy().name, &l]);
+                let _ = self
+                    .metrics
+                    .ratio
+                    .remove_label_values(&[&r.handler.policy().name, &l]);
             }
         }
     }
@@ -161,10 +186,18 @@ impl Engine {
         }
     }
 
-    fn audit_restore(&mut self, t: &crate::actuators::ActiveThrottle, o: crate::actuators::ThrottleOutcome) {
+    fn audit_restore(
+        &mut self,
+        t: &crate::actuators::ActiveThrottle,
+        o: crate::actuators::ThrottleOutcome,
+    ) {
         self.metrics
             .actions
-            .with_label_values(&[&t.policy, "throttleWorker", &format!("restore_{}", o.result)])
+            .with_label_values(&[
+                &t.policy,
+                "throttleWorker",
+                &format!("restore_{}", o.result),
+            ])
             .inc();
         self.audit.write(&AuditRecord {
             timestamp: rfc3339(SystemTime::now()),
@@ -206,7 +239,9 @@ impl Engine {
         let mut alive = HashSet::new();
         let mut labels_now = HashSet::new();
         for pid in candidates {
-            let Some(info) = ProcessInfo::read(&self.proc_root, pid) else { continue };
+            let Some(info) = ProcessInfo::read(&self.proc_root, pid) else {
+                continue;
+            };
             if !in_scope(policy.selector.as_ref(), &info, self.agent_pid) {
                 continue;
             }
@@ -225,17 +260,36 @@ impl Engine {
                     allowance,
                     qos_class: Some(c.name.clone()),
                 });
-                self.judged(i, &info, ErrorType::StealLimitExceeded, j, err, class.as_ref(), w.steals, &mut placement, closed, now);
+                self.judged(
+                    i,
+                    &info,
+                    ErrorType::StealLimitExceeded,
+                    j,
+                    err,
+                    class.as_ref(),
+                    w.steals,
+                    &mut placement,
+                    closed,
+                    now,
+                );
             }
 
             // Cross-node access ratio against maxCrossAccess.
             if let Some(max) = policy.topology.max_cross_access {
-                let j = judge_access(&w, max.as_f64(), policy.evaluation.min_samples, closed.lost_accesses);
+                let j = judge_access(
+                    &w,
+                    max.as_f64(),
+                    policy.evaluation.min_samples,
+                    closed.lost_accesses,
+                );
                 if j != Judgement::Incomplete
                     && let Some(ratio) = w.cross_ratio()
                 {
                     let label = info.workload_label();
-                    self.metrics.ratio.with_label_values(&[&policy.name, &label]).set(ratio);
+                    self.metrics
+                        .ratio
+                        .with_label_values(&[&policy.name, &label])
+                        .set(ratio);
                     labels_now.insert(label);
                 }
                 let err = w.dominant_remote().map(|(s, t, res)| {
@@ -249,7 +303,18 @@ impl Engine {
                         ratio: w.cross_ratio().unwrap_or(0.0),
                     })
                 });
-                self.judged(i, &info, ErrorType::NumaAccessViolation, j, err, class.as_ref(), w.steals, &mut placement, closed, now);
+                self.judged(
+                    i,
+                    &info,
+                    ErrorType::NumaAccessViolation,
+                    j,
+                    err,
+                    class.as_ref(),
+                    w.steals,
+                    &mut placement,
+                    closed,
+                    now,
+                );
             }
 
             // CPUs or memory outside allowedNodes.
@@ -267,31 +332,59 @@ impl Engine {
                         }
                         let err = (!kinds.is_empty()).then(|| {
                             NumaError::Policy(NumaPolicyError {
-                                required_policy: format!("{}: allowedNodes {allowed:?}", policy.name),
+                                required_policy: format!(
+                                    "{}: allowedNodes {allowed:?}",
+                                    policy.name
+                                ),
                                 actual_placement: p.clone(),
                                 violation_type: kinds.join("+"),
                             })
                         });
                         placement = Some(p);
-                        (if err.is_some() { Judgement::Violating } else { Judgement::Clean }, err)
+                        (
+                            if err.is_some() {
+                                Judgement::Violating
+                            } else {
+                                Judgement::Clean
+                            },
+                            err,
+                        )
                     }
                 };
-                self.judged(i, &info, ErrorType::NumaPolicyViolation, j, err, class.as_ref(), w.steals, &mut placement, closed, now);
+                self.judged(
+                    i,
+                    &info,
+                    ErrorType::NumaPolicyViolation,
+                    j,
+                    err,
+                    class.as_ref(),
+                    w.steals,
+                    &mut placement,
+                    closed,
+                    now,
+                );
             }
         }
         let r = &mut self.runtimes[i];
         if placement_check.is_some() {
             // Every process was visited: forget the ones gone or out of scope.
             r.streaks.retain(|pid| alive.contains(&pid));
-            r.cooldowns.retain(|(pid, _), until| alive.contains(pid) || *until > now);
+            r.cooldowns
+                .retain(|(pid, _), until| alive.contains(pid) || *until > now);
         }
         for gone in r.ratio_labels.difference(&labels_now) {
-            let _ = self.metrics.ratio.remove_label_values(&[&policy.name, gone]);
+            let _ = self
+                .metrics
+                .ratio
+                .remove_label_values(&[&policy.name, gone]);
         }
         r.ratio_labels = labels_now;
     }
 
-    #[expect(clippy::too_many_arguments, reason = "the judged window's whole context")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the judged window's whole context"
+    )]
     fn judged(
         &mut self,
         i: usize,
@@ -305,10 +398,17 @@ impl Engine {
         closed: &WindowAcc,
         now: Instant,
     ) {
-        let streak = self.runtimes[i].streaks.update(info.pid, error_type, j, closed.start_wall);
-        let (Judgement::Violating, Some(err)) = (j, err) else { return };
+        let streak = self.runtimes[i]
+            .streaks
+            .update(info.pid, error_type, j, closed.start_wall);
+        let (Judgement::Violating, Some(err)) = (j, err) else {
+            return;
+        };
         let policy = self.runtimes[i].handler.policy().clone();
-        self.metrics.errors.with_label_values(&[err.type_name(), &policy.name]).inc();
+        self.metrics
+            .errors
+            .with_label_values(&[err.type_name(), &policy.name])
+            .inc();
         if placement.is_none() {
             *placement = placement::read(&self.proc_root, info.pid, &self.systems.topology).ok();
         }
@@ -319,7 +419,12 @@ impl Engine {
             placement: placement.as_ref(),
         };
         let resolution = self.runtimes[i].handler.handle(&err, &ctx);
-        log::debug!("policy {}: pid {} {}: {resolution:?}", policy.name, info.pid, err.message());
+        log::debug!(
+            "policy {}: pid {} {}: {resolution:?}",
+            policy.name,
+            info.pid,
+            err.message()
+        );
         if resolution.retry || streak.count < policy.evaluation.debounce {
             return;
         }
@@ -341,8 +446,14 @@ impl Engine {
         now: Instant,
     ) {
         let r = &mut self.runtimes[i];
-        if r.cooldowns.get(&(info.pid, action)).is_some_and(|until| *until > now) {
-            self.metrics.actions.with_label_values(&[&policy.name, action.as_str(), "cooldown"]).inc();
+        if r.cooldowns
+            .get(&(info.pid, action))
+            .is_some_and(|until| *until > now)
+        {
+            self.metrics
+                .actions
+                .with_label_values(&[&policy.name, action.as_str(), "cooldown"])
+                .inc();
             return;
         }
         let fp = policy.failure_policy(err.error_type());
@@ -357,7 +468,11 @@ impl Engine {
             error: serde_json::to_value(err).ok(),
             message: format!("{} ({})", err.message(), resolution.reason),
             action: action.as_str(),
-            decision: if policy.mode == Mode::Enforce { "did" } else { "would" },
+            decision: if policy.mode == Mode::Enforce {
+                "did"
+            } else {
+                "would"
+            },
             adjusted_node: resolution.adjusted_node,
             before: None,
             after: None,
@@ -368,7 +483,11 @@ impl Engine {
             window_ms: u64::try_from(policy.evaluation.window.as_millis()).unwrap_or(u64::MAX),
         };
         // Rate limit per policy: a rolling minute.
-        while r.recent_actions.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
+        while r
+            .recent_actions
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        {
             r.recent_actions.pop_front();
         }
         if policy.mode == Mode::Enforce
@@ -387,16 +506,18 @@ impl Engine {
                     record.result = "recorded";
                 }
                 (Mode::Monitor, Action::ThrottleWorker) => {
-                    record.before = crate::actuators::cgroup::CpuCgroup::of_process(&self.proc_root, info.pid)
-                        .and_then(|cg| cg.read_limit())
-                        .ok()
-                        .map(|l| l.describe());
+                    record.before =
+                        crate::actuators::cgroup::CpuCgroup::of_process(&self.proc_root, info.pid)
+                            .and_then(|cg| cg.read_limit())
+                            .ok()
+                            .map(|l| l.describe());
                     record.detail = "monitor mode: would lower the cgroup CPU quota".into();
                 }
                 (Mode::Monitor, Action::RelocatePod) => {
-                    record.before = placement::read(&self.proc_root, info.pid, &self.systems.topology)
-                        .ok()
-                        .map(|p| format!("cpus {}", p.cpus_allowed));
+                    record.before =
+                        placement::read(&self.proc_root, info.pid, &self.systems.topology)
+                            .ok()
+                            .map(|p| format!("cpus {}", p.cpus_allowed));
                     record.detail = format!(
                         "monitor mode: would move every thread to node {:?} and migrate its pages",
                         resolution.adjusted_node
@@ -404,24 +525,47 @@ impl Engine {
                 }
                 (Mode::Enforce, Action::ThrottleWorker) => {
                     let share = fp.map_or(super::spec::DEFAULT_CPU_QUOTA, |f| f.cpu_quota);
-                    let (proc_root, selector, agent) = (self.proc_root.clone(), policy.selector.clone(), self.agent_pid);
-                    let o = self.throttles.throttle(&self.proc_root, info.pid, &info.comm, &policy.name, share, cooldown, |procs| {
-                        for &p in procs {
-                            match ProcessInfo::read(&proc_root, p) {
-                                Some(pi) if in_scope(selector.as_ref(), &pi, agent) => {}
-                                Some(pi) => return Err(format!("process {p} ({}) is not governed by the policy", pi.comm)),
-                                None => {}
+                    let (proc_root, selector, agent) = (
+                        self.proc_root.clone(),
+                        policy.selector.clone(),
+                        self.agent_pid,
+                    );
+                    let o = self.throttles.throttle(
+                        &self.proc_root,
+                        info.pid,
+                        &info.comm,
+                        &policy.name,
+                        share,
+                        cooldown,
+                        |procs| {
+                            for &p in procs {
+                                match ProcessInfo::read(&proc_root, p) {
+                                    Some(pi) if in_scope(selector.as_ref(), &pi, agent) => {}
+                                    Some(pi) => {
+                                        return Err(format!(
+                                            "process {p} ({}) is not governed by the policy",
+                                            pi.comm
+                                        ));
+                                    }
+                                    None => {}
+                                }
                             }
-                        }
-                        Ok(())
-                    });
-                    (record.result, record.before, record.after, record.detail) = (o.result, o.before, o.after, o.detail);
+                            Ok(())
+                        },
+                    );
+                    (record.result, record.before, record.after, record.detail) =
+                        (o.result, o.before, o.after, o.detail);
                 }
-                (Mode::Enforce, Action::RelocatePod) => self.relocate(info, resolution, &mut record),
+                (Mode::Enforce, Action::RelocatePod) => {
+                    self.relocate(info, resolution, &mut record)
+                }
             }
         }
         record.timestamp = rfc3339(SystemTime::now());
-        self.metrics.actions.with_label_values(&[&policy.name, action.as_str(), record.result]).inc();
+        self.metrics
+            .actions
+            .with_label_values(&[&policy.name, action.as_str(), record.result])
+            .inc();
         log::info!(
             "policy {}: {} {} on pid {} ({}): {}",
             policy.name,
@@ -436,19 +580,35 @@ impl Engine {
 
     fn relocate(&self, info: &ProcessInfo, resolution: &Resolution, record: &mut AuditRecord) {
         let topo = &self.systems.topology;
-        let Some(node) = resolution.adjusted_node.and_then(|n| topo.nodes.iter().find(|x| x.id == n)) else {
+        let Some(node) = resolution
+            .adjusted_node
+            .and_then(|n| topo.nodes.iter().find(|x| x.id == n))
+        else {
             record.result = "refused";
             record.detail = "no allowed node with CPUs to relocate to".into();
             return;
         };
         let before = placement::read(&self.proc_root, info.pid, topo).ok();
-        record.before = before.as_ref().map(|p| format!("cpus {} memory_kb {:?}", p.cpus_allowed, p.memory_kb));
-        let from: Vec<u32> = topo.nodes.iter().map(|n| n.id).filter(|id| *id != node.id).collect();
+        record.before = before
+            .as_ref()
+            .map(|p| format!("cpus {} memory_kb {:?}", p.cpus_allowed, p.memory_kb));
+        let from: Vec<u32> = topo
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .filter(|id| *id != node.id)
+            .collect();
         let o = relocate::relocate(&self.proc_root, info.pid, &node.cpus, &from, node.id);
         let after = placement::read(&self.proc_root, info.pid, topo).ok();
-        record.after = after.as_ref().map(|p| format!("cpus {} memory_kb {:?}", p.cpus_allowed, p.memory_kb));
+        record.after = after
+            .as_ref()
+            .map(|p| format!("cpus {} memory_kb {:?}", p.cpus_allowed, p.memory_kb));
         record.result = o.result();
-        record.detail = format!("host relocation to node {} (Kubernetes eviction is a later issue): {}", node.id, o.detail());
+        record.detail = format!(
+            "host relocation to node {} (Kubernetes eviction is a later issue): {}",
+            node.id,
+            o.detail()
+        );
     }
 }
 
@@ -484,7 +644,9 @@ mod tests {
     impl Shared {
         fn records(&self) -> Vec<serde_json::Value> {
             let text = String::from_utf8(self.0.lock().expect("lock").clone()).expect("utf8");
-            text.lines().map(|l| serde_json::from_str(l).expect("json line")).collect()
+            text.lines()
+                .map(|l| serde_json::from_str(l).expect("json line"))
+                .collect()
         }
     }
 
@@ -499,7 +661,16 @@ mod tests {
 
     fn two_nodes() -> Topology {
         Topology {
-            nodes: vec![Node { id: 0, cpus: vec![0] }, Node { id: 1, cpus: vec![1] }],
+            nodes: vec![
+                Node {
+                    id: 0,
+                    cpus: vec![0],
+                },
+                Node {
+                    id: 1,
+                    cpus: vec![1],
+                },
+            ],
             distances: BTreeMap::from([
                 (0, BTreeMap::from([(0, 10), (1, 21)])),
                 (1, BTreeMap::from([(0, 21), (1, 10)])),
@@ -513,7 +684,10 @@ mod tests {
         std::fs::read_to_string(format!("/proc/{pid}/status"))
             .expect("status")
             .lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:").map(|v| v.trim().to_owned()))
+            .find_map(|l| {
+                l.strip_prefix("Cpus_allowed_list:")
+                    .map(|v| v.trim().to_owned())
+            })
             .expect("Cpus_allowed_list")
     }
 
@@ -543,7 +717,13 @@ mod tests {
         let cpus_before = status_cpus(pid);
         let feed = |e: &mut Engine, local: u64, remote: u64| {
             for (t, count) in [(0, local), (1, remote)] {
-                e.record_access(AccessSample { pid, source_node: 0, target_node: t, resource: ResourceType::Memory, count });
+                e.record_access(AccessSample {
+                    pid,
+                    source_node: 0,
+                    target_node: t,
+                    resource: ResourceType::Memory,
+                    count,
+                });
             }
         };
         let ms = |n| t0 + Duration::from_millis(n);
@@ -557,32 +737,80 @@ mod tests {
         feed(&mut engine, 1, 4); // window 3: too few samples -> incomplete
         engine.tick(ms(300), 0);
         // Another unrelated pid is not in the selector: never judged.
-        engine.record_access(AccessSample { pid: 1, source_node: 0, target_node: 1, resource: ResourceType::Memory, count: 1000 });
+        engine.record_access(AccessSample {
+            pid: 1,
+            source_node: 0,
+            target_node: 1,
+            resource: ResourceType::Memory,
+            count: 1000,
+        });
         engine.tick(ms(400), 0); // window 4: no samples for the workload -> incomplete
-        assert!(audit.records().is_empty(), "incomplete windows never act: {:?}", audit.records());
+        assert!(
+            audit.records().is_empty(),
+            "incomplete windows never act: {:?}",
+            audit.records()
+        );
         feed(&mut engine, 60, 40); // window 5: violating, streak 2 = debounce -> action
         engine.tick(ms(500), 0);
         let recs = audit.records();
         assert_eq!(recs.len(), 1, "{recs:#?}");
         let r = &recs[0];
-        assert_eq!((r["decision"].as_str(), r["result"].as_str()), (Some("would"), Some("would")));
+        assert_eq!(
+            (r["decision"].as_str(), r["result"].as_str()),
+            (Some("would"), Some("would"))
+        );
         assert_eq!(r["action"], "relocatePod");
         assert_eq!(r["pid"].as_u64(), Some(u64::from(pid)));
         assert_eq!(r["error"]["type"], "NUMAAccessError");
-        assert_eq!((r["error"]["source_node"].as_u64(), r["error"]["target_node"].as_u64()), (Some(0), Some(1)));
+        assert_eq!(
+            (
+                r["error"]["source_node"].as_u64(),
+                r["error"]["target_node"].as_u64()
+            ),
+            (Some(0), Some(1))
+        );
         assert_eq!(r["error"]["distance"].as_u64(), Some(21));
         assert_eq!(r["error"]["ratio"].as_f64(), Some(0.4));
         assert_eq!(r["violating_windows"].as_u64(), Some(2));
-        assert!(r["message"].as_str().is_some_and(|m| m.starts_with("NUMA node 0 cannot access memory on node 1 (distance 21)")), "{r}");
+        assert!(
+            r["message"].as_str().is_some_and(
+                |m| m.starts_with("NUMA node 0 cannot access memory on node 1 (distance 21)")
+            ),
+            "{r}"
+        );
         feed(&mut engine, 0, 100); // window 6: still violating, but in cooldown
         engine.tick(ms(600), 0);
         assert_eq!(audit.records().len(), 1, "cooldown holds");
-        assert_eq!(status_cpus(pid), cpus_before, "monitor mode changed nothing");
-        let errors = metrics.errors.with_label_values(&["NUMAAccessError", "ratio-test"]).get();
+        assert_eq!(
+            status_cpus(pid),
+            cpus_before,
+            "monitor mode changed nothing"
+        );
+        let errors = metrics
+            .errors
+            .with_label_values(&["NUMAAccessError", "ratio-test"])
+            .get();
         assert_eq!(errors, 3, "one error per complete violating window");
-        let label = ProcessInfo::read(Path::new("/proc"), pid).expect("alive").workload_label();
-        assert_eq!(metrics.ratio.with_label_values(&["ratio-test", &label]).get(), 1.0);
-        assert_eq!(metrics.threshold.with_label_values(&["ratio-test"]).get(), 0.1);
-        assert_eq!(metrics.actions.with_label_values(&["ratio-test", "relocatePod", "would"]).get(), 1);
+        let label = ProcessInfo::read(Path::new("/proc"), pid)
+            .expect("alive")
+            .workload_label();
+        assert_eq!(
+            metrics
+                .ratio
+                .with_label_values(&["ratio-test", &label])
+                .get(),
+            1.0
+        );
+        assert_eq!(
+            metrics.threshold.with_label_values(&["ratio-test"]).get(),
+            0.1
+        );
+        assert_eq!(
+            metrics
+                .actions
+                .with_label_values(&["ratio-test", "relocatePod", "would"])
+                .get(),
+            1
+        );
     }
 }

@@ -235,10 +235,25 @@ mod tests {
         assert_eq!(w.cross_ratio(), Some(0.2));
         assert_eq!(w.dominant_remote(), Some((0, 1, ResourceType::Memory)));
         assert_eq!(judge_access(w, 0.15, 100, 0), Judgement::Violating);
-        assert_eq!(judge_access(w, 0.20, 100, 0), Judgement::Clean, "equal is allowed");
-        assert_eq!(judge_access(w, 0.15, 101, 0), Judgement::Incomplete, "too few samples");
-        assert_eq!(judge_access(w, 0.15, 100, 1), Judgement::Incomplete, "lost samples");
-        assert_eq!(judge_access(&WorkloadWindow::default(), 0.0, 1, 0), Judgement::Incomplete);
+        assert_eq!(
+            judge_access(w, 0.20, 100, 0),
+            Judgement::Clean,
+            "equal is allowed"
+        );
+        assert_eq!(
+            judge_access(w, 0.15, 101, 0),
+            Judgement::Incomplete,
+            "too few samples"
+        );
+        assert_eq!(
+            judge_access(w, 0.15, 100, 1),
+            Judgement::Incomplete,
+            "lost samples"
+        );
+        assert_eq!(
+            judge_access(&WorkloadWindow::default(), 0.0, 1, 0),
+            Judgement::Incomplete
+        );
         // 0% allows no remote access at all; 100% allows everything.
         assert_eq!(judge_access(w, 0.0, 1, 0), Judgement::Violating);
         assert_eq!(judge_access(w, 1.0, 1, 0), Judgement::Clean);
@@ -247,8 +262,16 @@ mod tests {
     #[test]
     fn steal_judgement() {
         assert_eq!(judge_steals(6, Some(5), 0), Judgement::Violating);
-        assert_eq!(judge_steals(5, Some(5), 0), Judgement::Clean, "maxSteals is inclusive");
-        assert_eq!(judge_steals(1, Some(0), 0), Judgement::Violating, "stealAllowed: false");
+        assert_eq!(
+            judge_steals(5, Some(5), 0),
+            Judgement::Clean,
+            "maxSteals is inclusive"
+        );
+        assert_eq!(
+            judge_steals(1, Some(0), 0),
+            Judgement::Violating,
+            "stealAllowed: false"
+        );
         assert_eq!(judge_steals(1000, None, 0), Judgement::Clean, "unlimited");
         assert_eq!(judge_steals(6, Some(5), 1), Judgement::Incomplete);
     }
@@ -267,7 +290,16 @@ mod tests {
         let st = s.update(1, e, Judgement::Violating, t(30));
         assert_eq!((st.count, st.since), (2, Some(t(10))));
         assert_eq!(s.update(1, e, Judgement::Clean, t(31)), Streak::default());
-        assert_eq!(s.update(1, ErrorType::NumaAccessViolation, Judgement::Violating, t(32)).count, 1);
+        assert_eq!(
+            s.update(
+                1,
+                ErrorType::NumaAccessViolation,
+                Judgement::Violating,
+                t(32)
+            )
+            .count,
+            1
+        );
         s.retain(|pid| pid != 1);
         assert_eq!(s.update(1, e, Judgement::Incomplete, t(33)).count, 0);
     }
@@ -290,7 +322,11 @@ mod tests {
         let closed = acc.roll(t0 + Duration::from_millis(350));
         assert_eq!(closed.workloads[&3].steals, 1);
         assert_eq!(closed.lost_steals, 2);
-        assert_eq!(acc.start, t0 + Duration::from_millis(300), "skipped empty windows");
+        assert_eq!(
+            acc.start,
+            t0 + Duration::from_millis(300),
+            "skipped empty windows"
+        );
         assert!(acc.workloads.is_empty() && acc.lost_steals == 0);
     }
 }

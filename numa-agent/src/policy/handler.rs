@@ -169,8 +169,8 @@ pub trait NumaErrorHandler {
 
     /// `Handle(err) -> (retry, adjustedNode)`, the supplement's flow.
     fn handle(&mut self, err: &NumaError, ctx: &ErrorContext<'_>) -> Resolution {
-        let stealing_allowed = !matches!(err, NumaError::Policy(_))
-            && ctx.qos_class.is_some_and(|c| c.steal_allowed);
+        let stealing_allowed =
+            !matches!(err, NumaError::Policy(_)) && ctx.qos_class.is_some_and(|c| c.steal_allowed);
         if stealing_allowed {
             let class = ctx.qos_class.expect("checked above");
             let within = class.max_steals.is_none_or(|m| ctx.steals_in_window <= m);
@@ -186,7 +186,10 @@ pub trait NumaErrorHandler {
                     retry: true,
                     adjusted_node: None,
                     action: None,
-                    reason: format!("permitted: class {} allows stealing within its limit", class.name),
+                    reason: format!(
+                        "permitted: class {} allows stealing within its limit",
+                        class.name
+                    ),
                 };
             }
         }
@@ -278,7 +281,11 @@ impl NumaErrorHandler for PolicyHandler {
             .entry(error.type_name().to_owned())
             .or_default() += 1;
         if let Some(a) = fallback {
-            *self.metrics.fallbacks.entry(a.as_str().to_owned()).or_default() += 1;
+            *self
+                .metrics
+                .fallbacks
+                .entry(a.as_str().to_owned())
+                .or_default() += 1;
         }
     }
 
@@ -392,7 +399,11 @@ mod tests {
         let r = h.handle(&steal(5, "high-priority"), &ctx(5));
         assert!(r.retry && r.action.is_none(), "{r:?}");
         let r = h.handle(&steal(6, "high-priority"), &ctx(6));
-        assert_eq!((r.retry, r.action), (false, Some(Action::ThrottleWorker)), "{r:?}");
+        assert_eq!(
+            (r.retry, r.action),
+            (false, Some(Action::ThrottleWorker)),
+            "{r:?}"
+        );
         assert!(r.reason.contains("exhausted"));
         // Memory on node 2, allowedNodes [0,1]: nearest allowed is 1.
         assert_eq!(r.adjusted_node, Some(1));
@@ -431,7 +442,10 @@ mod tests {
         let h = handler(&SUPPLEMENT_EXAMPLE.replace("[0,1]", "[0,2]"));
         // From node 1, nodes 0 and 2 are both at 20: the lower id wins.
         assert_eq!(h.adjusted_node(Some(&placement(&[(1, 5)], &[]))), Some(0));
-        assert_eq!(h.adjusted_node(Some(&placement(&[(2, 5), (0, 1)], &[]))), Some(2));
+        assert_eq!(
+            h.adjusted_node(Some(&placement(&[(2, 5), (0, 1)], &[]))),
+            Some(2)
+        );
         assert_eq!(h.adjusted_node(None), None);
     }
 
@@ -441,10 +455,19 @@ mod tests {
         let err = h
             .apply_crd_policy(&SUPPLEMENT_EXAMPLE.replace("15%", "15"))
             .expect_err("invalid");
-        assert!(err.to_string().contains("spec.numaTopology.maxCrossAccess"), "{err}");
-        assert_eq!(h.policy().topology.max_cross_access.map(|r| r.ppm), Some(150_000));
+        assert!(
+            err.to_string().contains("spec.numaTopology.maxCrossAccess"),
+            "{err}"
+        );
+        assert_eq!(
+            h.policy().topology.max_cross_access.map(|r| r.ppm),
+            Some(150_000)
+        );
         h.apply_crd_policy(&SUPPLEMENT_EXAMPLE.replace("15%", "20%"))
             .expect("valid");
-        assert_eq!(h.policy().topology.max_cross_access.map(|r| r.ppm), Some(200_000));
+        assert_eq!(
+            h.policy().topology.max_cross_access.map(|r| r.ppm),
+            Some(200_000)
+        );
     }
 }

@@ -39,7 +39,9 @@ pub enum LoadError {
 pub enum FileState {
     Valid,
     /// The last version was rejected; `kept` says whether an earlier valid one is in force.
-    Rejected { kept: bool },
+    Rejected {
+        kept: bool,
+    },
 }
 
 struct Loaded {
@@ -94,7 +96,10 @@ pub fn files_of(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
 }
 
 /// Read and validate one file.
-pub fn load_file(path: &Path, machine: Option<&Machine>) -> Result<(String, Vec<Policy>, Vec<FieldError>), LoadError> {
+pub fn load_file(
+    path: &Path,
+    machine: Option<&Machine>,
+) -> Result<(String, Vec<Policy>, Vec<FieldError>), LoadError> {
     let text = fs::read_to_string(path).map_err(|source| LoadError::Read {
         path: path.to_path_buf(),
         source,
@@ -219,13 +224,29 @@ mod tests {
         assert!(!src.poll(None).changed);
 
         // An invalid edit: rejected whole, every error named, the old version stays.
-        fs::write(&a, SUPPLEMENT_EXAMPLE.replace("15%", "150%").replace("[0,1]", "[08]")).expect("write");
+        fs::write(
+            &a,
+            SUPPLEMENT_EXAMPLE
+                .replace("15%", "150%")
+                .replace("[0,1]", "[08]"),
+        )
+        .expect("write");
         let poll = src.poll(None);
         assert!(!poll.changed);
-        let msg = poll.problems.iter().map(ToString::to_string).collect::<String>();
-        assert!(msg.contains("maxCrossAccess") && msg.contains("allowedNodes[0]"), "{msg}");
+        let msg = poll
+            .problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<String>();
+        assert!(
+            msg.contains("maxCrossAccess") && msg.contains("allowedNodes[0]"),
+            "{msg}"
+        );
         assert!(msg.contains("a.yaml:line 5"), "{msg}");
-        assert_eq!(src.states(), vec![(a.clone(), FileState::Rejected { kept: true })]);
+        assert_eq!(
+            src.states(),
+            vec![(a.clone(), FileState::Rejected { kept: true })]
+        );
         assert_eq!(
             src.policies()[0].topology.max_cross_access.map(|r| r.ppm),
             Some(150_000)
@@ -237,12 +258,18 @@ mod tests {
         assert!(src.poll(None).changed);
         let ps = src.policies();
         assert_eq!(ps.len(), 1);
-        assert_eq!(ps[0].topology.max_cross_access.map(|r| r.ppm), Some(200_000));
+        assert_eq!(
+            ps[0].topology.max_cross_access.map(|r| r.ppm),
+            Some(200_000)
+        );
 
         // A removed file takes its policies with it.
         fs::remove_file(&a).expect("rm");
         assert!(src.poll(None).changed);
-        assert_eq!(src.policies()[0].topology.max_cross_access.map(|r| r.ppm), Some(150_000));
+        assert_eq!(
+            src.policies()[0].topology.max_cross_access.map(|r| r.ppm),
+            Some(150_000)
+        );
     }
 
     #[test]

@@ -74,11 +74,14 @@ pub struct Machine {
 impl Machine {
     /// Read under `sysfs_root`; `has_memory` is the kernel's N_MEMORY node state
     /// (drivers/base/node.c), absent in declared splits and old snapshots.
-    pub fn from_sysfs(sysfs_root: &std::path::Path) -> Result<Self, crate::topology::TopologyError> {
+    pub fn from_sysfs(
+        sysfs_root: &std::path::Path,
+    ) -> Result<Self, crate::topology::TopologyError> {
         let topology = Topology::from_sysfs(sysfs_root)?;
-        let memory_nodes = std::fs::read_to_string(sysfs_root.join("devices/system/node/has_memory"))
-            .ok()
-            .and_then(|t| crate::topology::parse_cpulist(&t).ok());
+        let memory_nodes =
+            std::fs::read_to_string(sysfs_root.join("devices/system/node/has_memory"))
+                .ok()
+                .and_then(|t| crate::topology::parse_cpulist(&t).ok());
         Ok(Self {
             topology,
             memory_nodes,
@@ -162,7 +165,11 @@ fn mapping<'n, 'i>(
     allowed: &[&str],
 ) -> Option<Vec<(&'n str, &'n Node<'i>)>> {
     let YamlData::Mapping(map) = &node.data else {
-        ctx.err(path, node, format!("must be a mapping, found {}", kind(node)));
+        ctx.err(
+            path,
+            node,
+            format!("must be a mapping, found {}", kind(node)),
+        );
         return None;
     };
     let mut out = Vec::new();
@@ -219,7 +226,11 @@ fn string(ctx: &mut Ctx, path: &str, node: &Node<'_>) -> Option<String> {
             None
         }
         None => {
-            ctx.err(path, node, format!("must be a string, found {}", kind(node)));
+            ctx.err(
+                path,
+                node,
+                format!("must be a string, found {}", kind(node)),
+            );
             None
         }
     }
@@ -243,8 +254,7 @@ fn uint(ctx: &mut Ctx, path: &str, node: &Node<'_>) -> Option<u64> {
         "has no value".to_owned()
     } else if text.starts_with('-') {
         format!("`{text}` is negative; must be a non-negative integer")
-    } else if text.len() > 1 && text.starts_with('0') && text.bytes().all(|b| b.is_ascii_digit())
-    {
+    } else if text.len() > 1 && text.starts_with('0') && text.bytes().all(|b| b.is_ascii_digit()) {
         format!(
             "`{text}` has a leading zero, which YAML 1.1 reads as octal (or as a string when \
              it has an 8 or 9) and YAML 1.2 as decimal; write `{}`",
@@ -354,10 +364,7 @@ pub fn parse_percent(text: &str, max_ppm: u64) -> Result<Ratio, String> {
     let frac_ppm: u64 = format!("{frac:0<4}").parse().unwrap_or(0);
     let ppm = int.saturating_mul(10_000).saturating_add(frac_ppm);
     if ppm > max_ppm {
-        return Err(format!(
-            "`{text}` is above {}%",
-            max_ppm as f64 / 10_000.0
-        ));
+        return Err(format!("`{text}` is above {}%", max_ppm as f64 / 10_000.0));
     }
     Ok(Ratio {
         ppm: u32::try_from(ppm).map_err(|_| format!("`{text}` is too large"))?,
@@ -366,7 +373,11 @@ pub fn parse_percent(text: &str, max_ppm: u64) -> Result<Ratio, String> {
 
 fn percent(ctx: &mut Ctx, path: &str, node: &Node<'_>, max_ppm: u64) -> Option<Ratio> {
     let Some((text, _)) = scalar(node) else {
-        ctx.err(path, node, format!("must be a percentage, found {}", kind(node)));
+        ctx.err(
+            path,
+            node,
+            format!("must be a percentage, found {}", kind(node)),
+        );
         return None;
     };
     if is_null(node) && text.is_empty() {
@@ -382,7 +393,12 @@ fn percent(ctx: &mut Ctx, path: &str, node: &Node<'_>, max_ppm: u64) -> Option<R
 
 fn policy(ctx: &mut Ctx, doc: &Node<'_>, topology: Option<&Machine>) -> Option<Policy> {
     // `status` is written by Kubernetes, never read here.
-    let top = mapping(ctx, "", doc, &["apiVersion", "kind", "metadata", "spec", "status"])?;
+    let top = mapping(
+        ctx,
+        "",
+        doc,
+        &["apiVersion", "kind", "metadata", "spec", "status"],
+    )?;
     for (key, want) in [("apiVersion", API_VERSION), ("kind", KIND)] {
         match get(&top, key) {
             None => ctx.err(key, doc, format!("missing; must be `{want}`")),
@@ -418,7 +434,11 @@ fn metadata(ctx: &mut Ctx, node: &Node<'_>) -> (Option<String>, Option<String>) 
     // ObjectMeta belongs to Kubernetes (uid, resourceVersion, managedFields, ... appear in
     // exported objects): only the fields used here are checked, the rest is ignored.
     let YamlData::Mapping(map) = &node.data else {
-        ctx.err("metadata", node, format!("must be a mapping, found {}", kind(node)));
+        ctx.err(
+            "metadata",
+            node,
+            format!("must be a mapping, found {}", kind(node)),
+        );
         return (None, None);
     };
     let field = |key: &str| {
@@ -477,7 +497,11 @@ fn spec(ctx: &mut Ctx, node: &Node<'_>, topology: Option<&Machine>) -> Option<Po
             Some("monitor") => Mode::Monitor,
             Some("enforce") => Mode::Enforce,
             Some(other) => {
-                ctx.err("spec.mode", n, format!("`{other}` is not monitor or enforce"));
+                ctx.err(
+                    "spec.mode",
+                    n,
+                    format!("`{other}` is not monitor or enforce"),
+                );
                 ok = false;
                 Mode::Monitor
             }
@@ -580,7 +604,13 @@ fn selector(ctx: &mut Ctx, path: &str, node: &Node<'_>) -> Option<Selector> {
         ctx,
         path,
         node,
-        &["processNames", "cgroupPaths", "pids", "namespaces", "matchLabels"],
+        &[
+            "processNames",
+            "cgroupPaths",
+            "pids",
+            "namespaces",
+            "matchLabels",
+        ],
     )?;
     let before = ctx.errors.len();
     let mut s = Selector::default();
@@ -589,7 +619,11 @@ fn selector(ctx: &mut Ctx, path: &str, node: &Node<'_>) -> Option<Selector> {
         s.process_names = string_list(ctx, &p, n).unwrap_or_default();
         for (i, pat) in s.process_names.iter().enumerate() {
             if let Err(e) = glob::Pattern::new(pat) {
-                ctx.err(&format!("{p}[{i}]"), n, format!("`{pat}` is not a valid glob: {e}"));
+                ctx.err(
+                    &format!("{p}[{i}]"),
+                    n,
+                    format!("`{pat}` is not a valid glob: {e}"),
+                );
             }
         }
     }
@@ -598,9 +632,17 @@ fn selector(ctx: &mut Ctx, path: &str, node: &Node<'_>) -> Option<Selector> {
         s.cgroup_paths = string_list(ctx, &p, n).unwrap_or_default();
         for (i, pat) in s.cgroup_paths.iter().enumerate() {
             if !pat.starts_with('/') {
-                ctx.err(&format!("{p}[{i}]"), n, format!("`{pat}` must start with `/` (paths as in /proc/<pid>/cgroup)"));
+                ctx.err(
+                    &format!("{p}[{i}]"),
+                    n,
+                    format!("`{pat}` must start with `/` (paths as in /proc/<pid>/cgroup)"),
+                );
             } else if let Err(e) = glob::Pattern::new(pat) {
-                ctx.err(&format!("{p}[{i}]"), n, format!("`{pat}` is not a valid glob: {e}"));
+                ctx.err(
+                    &format!("{p}[{i}]"),
+                    n,
+                    format!("`{pat}` is not a valid glob: {e}"),
+                );
             }
         }
     }
@@ -634,7 +676,11 @@ fn selector(ctx: &mut Ctx, path: &str, node: &Node<'_>) -> Option<Selector> {
                 }
             }
         } else {
-            ctx.err(&p, n, format!("must be a mapping of label to value, found {}", kind(n)));
+            ctx.err(
+                &p,
+                n,
+                format!("must be a mapping of label to value, found {}", kind(n)),
+            );
         }
     }
     if fields.is_empty() {
@@ -643,7 +689,11 @@ fn selector(ctx: &mut Ctx, path: &str, node: &Node<'_>) -> Option<Selector> {
     (ctx.errors.len() == before).then_some(s)
 }
 
-fn numa_topology(ctx: &mut Ctx, node: &Node<'_>, machine: Option<&Machine>) -> Option<NumaTopology> {
+fn numa_topology(
+    ctx: &mut Ctx,
+    node: &Node<'_>,
+    machine: Option<&Machine>,
+) -> Option<NumaTopology> {
     let path = "spec.numaTopology";
     let fields = mapping(ctx, path, node, &["allowedNodes", "maxCrossAccess"])?;
     let before = ctx.errors.len();
@@ -652,13 +702,19 @@ fn numa_topology(ctx: &mut Ctx, node: &Node<'_>, machine: Option<&Machine>) -> O
         let p = "spec.numaTopology.allowedNodes";
         if let Some(items) = sequence(ctx, p, n) {
             if items.is_empty() {
-                ctx.err(p, n, "is empty: no node to run on; leave allowedNodes out to allow every node");
+                ctx.err(
+                    p,
+                    n,
+                    "is empty: no node to run on; leave allowedNodes out to allow every node",
+                );
             }
             let mut seen = BTreeSet::new();
             let mut nodes = Vec::new();
             for (i, item) in items.iter().enumerate() {
                 let ip = format!("{p}[{i}]");
-                let Some(v) = uint(ctx, &ip, item) else { continue };
+                let Some(v) = uint(ctx, &ip, item) else {
+                    continue;
+                };
                 let Ok(id) = u32::try_from(v) else {
                     ctx.err(&ip, item, format!("node id {v} is too large"));
                     continue;
@@ -677,7 +733,11 @@ fn numa_topology(ctx: &mut Ctx, node: &Node<'_>, machine: Option<&Machine>) -> O
                     if topo.nodes.iter().any(|nd| nd.id == id)
                         && m.memory_nodes.as_ref().is_some_and(|m| !m.contains(&id))
                     {
-                        ctx.warn(&ip, item, format!("node {id} has no memory on this machine"));
+                        ctx.warn(
+                            &ip,
+                            item,
+                            format!("node {id} has no memory on this machine"),
+                        );
                     }
                 }
                 nodes.push(id);
@@ -698,7 +758,12 @@ fn qos_classes(ctx: &mut Ctx, node: &Node<'_>) -> Option<Vec<QosClass>> {
     let mut out: Vec<QosClass> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let p = format!("{path}[{i}]");
-        let Some(fields) = mapping(ctx, &p, item, &["name", "stealAllowed", "maxSteals", "selector"]) else {
+        let Some(fields) = mapping(
+            ctx,
+            &p,
+            item,
+            &["name", "stealAllowed", "maxSteals", "selector"],
+        ) else {
             continue;
         };
         let name = match get(&fields, "name") {
@@ -711,7 +776,11 @@ fn qos_classes(ctx: &mut Ctx, node: &Node<'_>) -> Option<Vec<QosClass>> {
         if let Some(name) = &name
             && out.iter().any(|c| &c.name == name)
         {
-            ctx.err(&format!("{p}.name"), item, format!("class `{name}` is defined twice"));
+            ctx.err(
+                &format!("{p}.name"),
+                item,
+                format!("class `{name}` is defined twice"),
+            );
         }
         let steal_allowed = match get(&fields, "stealAllowed") {
             None => Some(false),
@@ -721,13 +790,16 @@ fn qos_classes(ctx: &mut Ctx, node: &Node<'_>) -> Option<Vec<QosClass>> {
             None => Some(None),
             Some(n) => uint(ctx, &format!("{p}.maxSteals"), n).map(Some),
         };
-        if let (Some(false), Some(Some(m)), Some(n)) = (steal_allowed, max_steals, get(&fields, "maxSteals"))
+        if let (Some(false), Some(Some(m)), Some(n)) =
+            (steal_allowed, max_steals, get(&fields, "maxSteals"))
             && m > 0
         {
             ctx.err(
                 &format!("{p}.maxSteals"),
                 n,
-                format!("is {m} but stealAllowed is false: set stealAllowed: true or drop maxSteals"),
+                format!(
+                    "is {m} but stealAllowed is false: set stealAllowed: true or drop maxSteals"
+                ),
             );
         }
         let selector = match get(&fields, "selector") {
@@ -755,7 +827,12 @@ fn failure_policies(ctx: &mut Ctx, node: &Node<'_>) -> Option<Vec<FailurePolicy>
     let mut out: Vec<FailurePolicy> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let p = format!("{path}[{i}]");
-        let Some(fields) = mapping(ctx, &p, item, &["errorType", "action", "cooldown", "cpuQuota"]) else {
+        let Some(fields) = mapping(
+            ctx,
+            &p,
+            item,
+            &["errorType", "action", "cooldown", "cpuQuota"],
+        ) else {
             continue;
         };
         let error_type = match get(&fields, "errorType") {
@@ -778,7 +855,11 @@ fn failure_policies(ctx: &mut Ctx, node: &Node<'_>) -> Option<Vec<FailurePolicy>
         if let Some(e) = error_type
             && out.iter().any(|f| f.error_type == e)
         {
-            ctx.err(&format!("{p}.errorType"), item, format!("{} has a failure policy already", e.as_str()));
+            ctx.err(
+                &format!("{p}.errorType"),
+                item,
+                format!("{} has a failure policy already", e.as_str()),
+            );
         }
         let action = match get(&fields, "action") {
             None => {
@@ -801,13 +882,23 @@ fn failure_policies(ctx: &mut Ctx, node: &Node<'_>) -> Option<Vec<FailurePolicy>
         };
         let cooldown = match get(&fields, "cooldown") {
             None => Some(DEFAULT_COOLDOWN),
-            Some(n) => duration(ctx, &format!("{p}.cooldown"), n, Duration::from_secs(1), Duration::from_secs(86_400)),
+            Some(n) => duration(
+                ctx,
+                &format!("{p}.cooldown"),
+                n,
+                Duration::from_secs(1),
+                Duration::from_secs(86_400),
+            ),
         };
         let cpu_quota = match get(&fields, "cpuQuota") {
             None => Some(DEFAULT_CPU_QUOTA),
             Some(n) => {
                 if action.is_some_and(|a| a != Action::ThrottleWorker) {
-                    ctx.err(&format!("{p}.cpuQuota"), n, "only applies to action throttleWorker");
+                    ctx.err(
+                        &format!("{p}.cpuQuota"),
+                        n,
+                        "only applies to action throttleWorker",
+                    );
                 }
                 // A share of one CPU: 1% ..= 100 CPUs.
                 percent(ctx, &format!("{p}.cpuQuota"), n, 100_000_000).and_then(|r| {
@@ -836,13 +927,24 @@ fn failure_policies(ctx: &mut Ctx, node: &Node<'_>) -> Option<Vec<FailurePolicy>
 
 fn evaluation(ctx: &mut Ctx, node: &Node<'_>) -> Option<Evaluation> {
     let path = "spec.evaluation";
-    let fields = mapping(ctx, path, node, &["window", "debounce", "minSamples", "maxActionsPerMinute"])?;
+    let fields = mapping(
+        ctx,
+        path,
+        node,
+        &["window", "debounce", "minSamples", "maxActionsPerMinute"],
+    )?;
     let before = ctx.errors.len();
     let mut e = Evaluation::default();
-    if let Some(n) = get(&fields, "window") {
-        if let Some(d) = duration(ctx, "spec.evaluation.window", n, Duration::from_millis(100), Duration::from_secs(3600)) {
-            e.window = d;
-        }
+    if let Some(n) = get(&fields, "window")
+        && let Some(d) = duration(
+            ctx,
+            "spec.evaluation.window",
+            n,
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        )
+    {
+        e.window = d;
     }
     let mut bounded = |key: &str, lo: u64, hi: u64| -> Option<u64> {
         let n = get(&fields, key)?;

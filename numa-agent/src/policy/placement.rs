@@ -177,7 +177,10 @@ mod tests {
     fn cpulists_round_trip() {
         assert_eq!(cpulist_string(&[0, 1, 2, 5, 7, 8]), "0-2,5,7-8");
         assert_eq!(cpulist_string(&[]), "");
-        assert_eq!(parse_cpulist(&cpulist_string(&[3, 4, 9])), Ok(vec![3, 4, 9]));
+        assert_eq!(
+            parse_cpulist(&cpulist_string(&[3, 4, 9])),
+            Ok(vec![3, 4, 9])
+        );
     }
 
     #[test]
@@ -193,8 +196,14 @@ mod tests {
             .trim();
         let own = parse_cpulist(own).expect("cpulist");
         let union = parse_cpulist(&p.cpus_allowed).expect("cpulist");
-        assert!(own.iter().all(|c| union.contains(c)), "{own:?} in {union:?}");
-        assert!(p.memory_kb.values().sum::<u64>() > 0, "a running test has resident memory");
+        assert!(
+            own.iter().all(|c| union.contains(c)),
+            "{own:?} in {union:?}"
+        );
+        assert!(
+            p.memory_kb.values().sum::<u64>() > 0,
+            "a running test has resident memory"
+        );
         assert!(!p.running_nodes.is_empty());
     }
 }

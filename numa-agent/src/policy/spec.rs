@@ -196,9 +196,7 @@ impl Default for Evaluation {
 impl Policy {
     /// The failure policy for `error`, or `None` (the fallback is then alert only).
     pub fn failure_policy(&self, error: ErrorType) -> Option<&FailurePolicy> {
-        self.failure_policies
-            .iter()
-            .find(|p| p.error_type == error)
+        self.failure_policies.iter().find(|p| p.error_type == error)
     }
 
     pub fn qos_class(&self, name: &str) -> Option<&QosClass> {

@@ -171,7 +171,10 @@ mod tests {
         assert!(sel(&["ai-*"], &[], &[]).matches(&p));
         assert!(!sel(&["db"], &[], &[]).matches(&p));
         assert!(sel(&["db", "ai-worker"], &["/pods/*"], &[42]).matches(&p));
-        assert!(!sel(&["ai-*"], &["/other/*"], &[]).matches(&p), "fields AND");
+        assert!(
+            !sel(&["ai-*"], &["/other/*"], &[]).matches(&p),
+            "fields AND"
+        );
         assert!(!sel(&[], &[], &[43]).matches(&p));
         let k8s = Selector {
             namespaces: vec!["default".into()],
@@ -183,12 +186,18 @@ mod tests {
     #[test]
     fn never_touch_self_kernel_threads_and_init() {
         let me = ProcessInfo::read(Path::new("/proc"), std::process::id()).expect("own status");
-        assert_eq!(never_touch(&me, std::process::id()), Some("the agent itself"));
+        assert_eq!(
+            never_touch(&me, std::process::id()),
+            Some("the agent itself")
+        );
         assert!(!in_scope(None, &me, std::process::id()));
         assert_eq!(never_touch(&me, 0), None);
         if let Some(kthreadd) = ProcessInfo::read(Path::new("/proc"), 2) {
             assert_eq!(never_touch(&kthreadd, 0), Some("a kernel thread"));
         }
-        assert_eq!(never_touch(&process(1, "init", ""), 0), Some("init (pid 1)"));
+        assert_eq!(
+            never_touch(&process(1, "init", ""), 0),
+            Some("init (pid 1)")
+        );
     }
 }

@@ -49,7 +49,12 @@ struct ValidateArgs {
     files: Vec<PathBuf>,
 
     /// Check node ids against the topology under this directory (warnings only).
-    #[arg(long, value_name = "DIR", default_value = "/sys", env = "NUMA_SYSFS_ROOT")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/sys",
+        env = "NUMA_SYSFS_ROOT"
+    )]
     sysfs_root: PathBuf,
 }
 

@@ -9,7 +9,10 @@ pub fn validate(args: &ValidateArgs) -> anyhow::Result<()> {
     let machine = match Machine::from_sysfs(&args.sysfs_root) {
         Ok(m) => Some(m),
         Err(e) => {
-            eprintln!("warning: no topology under {} ({e}); node ids not checked", args.sysfs_root.display());
+            eprintln!(
+                "warning: no topology under {} ({e}); node ids not checked",
+                args.sysfs_root.display()
+            );
             None
         }
     };
@@ -27,16 +30,33 @@ pub fn validate(args: &ValidateArgs) -> anyhow::Result<()> {
             match load::load_file(&file, machine.as_ref()) {
                 Ok((_, policies, warnings)) => {
                     for w in warnings {
-                        println!("{}:{}: warning: {}: {}", file.display(), w.line, w.path, w.message);
+                        println!(
+                            "{}:{}: warning: {}: {}",
+                            file.display(),
+                            w.line,
+                            w.path,
+                            w.message
+                        );
                     }
                     for p in policies {
-                        println!("{}: ok: policy {} ({} mode)", file.display(), p.name, p.mode.as_str());
+                        println!(
+                            "{}: ok: policy {} ({} mode)",
+                            file.display(),
+                            p.name,
+                            p.mode.as_str()
+                        );
                     }
                 }
                 Err(load::LoadError::Invalid { path, errors }) => {
                     invalid += 1;
                     for e in errors {
-                        eprintln!("{}:{}: error: {}: {}", path.display(), e.line, e.path, e.message);
+                        eprintln!(
+                            "{}:{}: error: {}: {}",
+                            path.display(),
+                            e.line,
+                            e.path,
+                            e.message
+                        );
                     }
                 }
                 Err(e) => {

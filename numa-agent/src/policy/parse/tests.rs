@@ -20,14 +20,22 @@ spec:
 
 fn ok(text: &str) -> Policy {
     let parsed = parse_documents(text, None);
-    assert!(parsed.errors.is_empty(), "unexpected errors: {:#?}", parsed.errors);
+    assert!(
+        parsed.errors.is_empty(),
+        "unexpected errors: {:#?}",
+        parsed.errors
+    );
     assert_eq!(parsed.policies.len(), 1);
     parsed.policies.into_iter().next().expect("one policy")
 }
 
 fn errors(text: &str) -> Vec<String> {
     let parsed = parse_documents(text, None);
-    assert!(parsed.policies.is_empty(), "accepted: {:#?}", parsed.policies);
+    assert!(
+        parsed.policies.is_empty(),
+        "accepted: {:#?}",
+        parsed.policies
+    );
     assert!(!parsed.errors.is_empty());
     parsed.errors.iter().map(ToString::to_string).collect()
 }
@@ -38,7 +46,8 @@ fn with_topology(topology: &str) -> String {
 
 fn has(errs: &[String], path: &str, needle: &str) {
     assert!(
-        errs.iter().any(|e| e.contains(&format!("{path}: ")) && e.contains(needle)),
+        errs.iter()
+            .any(|e| e.contains(&format!("{path}: ")) && e.contains(needle)),
         "no error at {path} containing {needle:?} in {errs:#?}"
     );
 }
@@ -48,7 +57,10 @@ fn supplement_example_is_valid_with_documented_defaults() {
     let p = ok(SUPPLEMENT_EXAMPLE);
     assert_eq!(p.name, "ai-worker-policy");
     assert_eq!(p.mode, Mode::Monitor, "default mode");
-    assert_eq!(p.selector, None, "no selector: the documented default scope");
+    assert_eq!(
+        p.selector, None,
+        "no selector: the documented default scope"
+    );
     assert_eq!(p.topology.allowed_nodes, Some(vec![0, 1]));
     assert_eq!(p.topology.max_cross_access, Some(Ratio { ppm: 150_000 }));
     assert_eq!(p.topology.max_cross_access.map(Ratio::as_f64), Some(0.15));
@@ -58,7 +70,10 @@ fn supplement_example_is_valid_with_documented_defaults() {
     assert_eq!(p.default_qos_class.as_deref(), Some("default"));
     assert_eq!(p.failure_policies.len(), 2);
     assert_eq!(p.failure_policies[0].action, Action::RelocatePod);
-    assert_eq!(p.failure_policies[1].error_type, ErrorType::StealLimitExceeded);
+    assert_eq!(
+        p.failure_policies[1].error_type,
+        ErrorType::StealLimitExceeded
+    );
     assert_eq!(p.failure_policies[1].cooldown, DEFAULT_COOLDOWN);
     assert_eq!(p.evaluation, Evaluation::default());
 }
@@ -102,9 +117,16 @@ fn max_cross_access_refused_forms() {
 
 #[test]
 fn allowed_nodes_forms() {
-    assert_eq!(ok(&with_topology("{allowedNodes: [0]}")).topology.allowed_nodes, Some(vec![0]));
     assert_eq!(
-        ok(&with_topology("{allowedNodes: [1, 7, 10]}")).topology.allowed_nodes,
+        ok(&with_topology("{allowedNodes: [0]}"))
+            .topology
+            .allowed_nodes,
+        Some(vec![0])
+    );
+    assert_eq!(
+        ok(&with_topology("{allowedNodes: [1, 7, 10]}"))
+            .topology
+            .allowed_nodes,
         Some(vec![1, 7, 10])
     );
     let block = SUPPLEMENT_EXAMPLE.replace(
@@ -119,11 +141,31 @@ fn allowed_nodes_forms() {
         ("[-1]", "allowedNodes[0]", "negative"),
         ("['1']", "allowedNodes[0]", "quoted string"),
         ("[\"0\"]", "allowedNodes[0]", "quoted string"),
-        ("[1.0]", "allowedNodes[0]", "not a non-negative decimal integer"),
-        ("[0x1]", "allowedNodes[0]", "not a non-negative decimal integer"),
-        ("[0o7]", "allowedNodes[0]", "not a non-negative decimal integer"),
-        ("[+1]", "allowedNodes[0]", "not a non-negative decimal integer"),
-        ("[one]", "allowedNodes[0]", "not a non-negative decimal integer"),
+        (
+            "[1.0]",
+            "allowedNodes[0]",
+            "not a non-negative decimal integer",
+        ),
+        (
+            "[0x1]",
+            "allowedNodes[0]",
+            "not a non-negative decimal integer",
+        ),
+        (
+            "[0o7]",
+            "allowedNodes[0]",
+            "not a non-negative decimal integer",
+        ),
+        (
+            "[+1]",
+            "allowedNodes[0]",
+            "not a non-negative decimal integer",
+        ),
+        (
+            "[one]",
+            "allowedNodes[0]",
+            "not a non-negative decimal integer",
+        ),
         ("[0, 0]", "allowedNodes[1]", "listed twice"),
         ("[4294967296]", "allowedNodes[0]", "too large"),
         ("[]", "allowedNodes", "is empty"),
@@ -140,8 +182,14 @@ fn allowed_nodes_warn_about_this_machine() {
     let machine = Machine {
         topology: crate::topology::Topology {
             nodes: vec![
-                TopoNode { id: 0, cpus: vec![0] },
-                TopoNode { id: 1, cpus: vec![] },
+                TopoNode {
+                    id: 0,
+                    cpus: vec![0],
+                },
+                TopoNode {
+                    id: 1,
+                    cpus: vec![],
+                },
             ],
             distances: BTreeMap::new(),
             possible_cpus: 1,
@@ -168,12 +216,16 @@ fn qos_class_rules() {
         )
     };
     has(
-        &errors(&doc("    - {name: default, stealAllowed: false, maxSteals: 3}\n")),
+        &errors(&doc(
+            "    - {name: default, stealAllowed: false, maxSteals: 3}\n",
+        )),
         "spec.qosClasses[0].maxSteals",
         "stealAllowed is false",
     );
     // maxSteals 0 with stealing off says the same thing twice: fine.
-    ok(&doc("    - {name: default, stealAllowed: false, maxSteals: 0}\n"));
+    ok(&doc(
+        "    - {name: default, stealAllowed: false, maxSteals: 0}\n",
+    ));
     // stealAllowed without maxSteals: unlimited.
     let p = ok(&doc("    - {name: default, stealAllowed: true}\n"));
     assert_eq!(p.qos_classes[0].steal_allowance(), None);
@@ -193,9 +245,17 @@ fn qos_class_rules() {
         "unknown field",
     );
     // No class named default: nothing is the default unless said.
-    let p = ok(&doc("    - {name: gold, stealAllowed: true, maxSteals: 2, selector: {processNames: [\"ai-*\"]}}\n"));
+    let p = ok(&doc(
+        "    - {name: gold, stealAllowed: true, maxSteals: 2, selector: {processNames: [\"ai-*\"]}}\n",
+    ));
     assert_eq!(p.default_qos_class, None);
-    assert_eq!(p.qos_classes[0].selector.as_ref().map(|s| s.process_names.clone()), Some(vec!["ai-*".to_owned()]));
+    assert_eq!(
+        p.qos_classes[0]
+            .selector
+            .as_ref()
+            .map(|s| s.process_names.clone()),
+        Some(vec!["ai-*".to_owned()])
+    );
 }
 
 #[test]
@@ -207,27 +267,37 @@ fn failure_policy_rules() {
         )
     };
     has(
-        &errors(&doc("    - {errorType: NUMAAccessError, action: relocatePod}\n")),
+        &errors(&doc(
+            "    - {errorType: NUMAAccessError, action: relocatePod}\n",
+        )),
         "spec.failurePolicies[0].errorType",
         "unknown errorType",
     );
     has(
-        &errors(&doc("    - {errorType: StealLimitExceeded, action: evictPod}\n")),
+        &errors(&doc(
+            "    - {errorType: StealLimitExceeded, action: evictPod}\n",
+        )),
         "spec.failurePolicies[0].action",
         "unknown action",
     );
     has(
-        &errors(&doc("    - {errorType: StealLimitExceeded, action: alertOnly}\n    - {errorType: StealLimitExceeded, action: none}\n")),
+        &errors(&doc(
+            "    - {errorType: StealLimitExceeded, action: alertOnly}\n    - {errorType: StealLimitExceeded, action: none}\n",
+        )),
         "spec.failurePolicies[1].errorType",
         "already",
     );
     has(
-        &errors(&doc("    - {errorType: StealLimitExceeded, action: alertOnly, cpuQuota: 20%}\n")),
+        &errors(&doc(
+            "    - {errorType: StealLimitExceeded, action: alertOnly, cpuQuota: 20%}\n",
+        )),
         "spec.failurePolicies[0].cpuQuota",
         "only applies to action throttleWorker",
     );
     has(
-        &errors(&doc("    - {errorType: StealLimitExceeded, action: throttleWorker, cooldown: soon}\n")),
+        &errors(&doc(
+            "    - {errorType: StealLimitExceeded, action: throttleWorker, cooldown: soon}\n",
+        )),
         "spec.failurePolicies[0].cooldown",
         "not a duration",
     );
@@ -242,21 +312,55 @@ fn failure_policy_rules() {
 #[test]
 fn mode_selector_and_evaluation() {
     let base = SUPPLEMENT_EXAMPLE.replace("spec:\n", "spec:\n  mode: enforce\n");
-    has(&errors(&base), "spec.selector", "required when spec.mode is enforce");
+    has(
+        &errors(&base),
+        "spec.selector",
+        "required when spec.mode is enforce",
+    );
     let p = ok(&base.replace(
         "spec:\n",
         "spec:\n  selector: {processNames: [numa-*], cgroupPaths: [\"/numa-test-*\"], pids: [42]}\n  evaluation: {window: 500ms, debounce: 2, minSamples: 10, maxActionsPerMinute: 60}\n",
     ));
     assert_eq!(p.mode, Mode::Enforce);
     let s = p.selector.expect("selector");
-    assert_eq!((s.process_names, s.cgroup_paths, s.pids), (vec!["numa-*".to_owned()], vec!["/numa-test-*".to_owned()], vec![42]));
+    assert_eq!(
+        (s.process_names, s.cgroup_paths, s.pids),
+        (
+            vec!["numa-*".to_owned()],
+            vec!["/numa-test-*".to_owned()],
+            vec![42]
+        )
+    );
     assert_eq!(p.evaluation.window, Duration::from_millis(500));
     assert_eq!(p.evaluation.debounce, 2);
-    has(&errors(&SUPPLEMENT_EXAMPLE.replace("spec:\n", "spec:\n  mode: Enforce\n")), "spec.mode", "not monitor or enforce");
-    has(&errors(&SUPPLEMENT_EXAMPLE.replace("spec:\n", "spec:\n  selector: {}\n")), "spec.selector", "is empty");
-    has(&errors(&SUPPLEMENT_EXAMPLE.replace("spec:\n", "spec:\n  selector: {cgroupPaths: [system.slice]}\n")), "spec.selector.cgroupPaths[0]", "must start with `/`");
-    has(&errors(&SUPPLEMENT_EXAMPLE.replace("spec:\n", "spec:\n  evaluation: {debounce: 0}\n")), "spec.evaluation.debounce", "out of range");
-    has(&errors(&SUPPLEMENT_EXAMPLE.replace("spec:\n", "spec:\n  evaluation: {window: 10ms}\n")), "spec.evaluation.window", "out of range");
+    has(
+        &errors(&SUPPLEMENT_EXAMPLE.replace("spec:\n", "spec:\n  mode: Enforce\n")),
+        "spec.mode",
+        "not monitor or enforce",
+    );
+    has(
+        &errors(&SUPPLEMENT_EXAMPLE.replace("spec:\n", "spec:\n  selector: {}\n")),
+        "spec.selector",
+        "is empty",
+    );
+    has(
+        &errors(&SUPPLEMENT_EXAMPLE.replace(
+            "spec:\n",
+            "spec:\n  selector: {cgroupPaths: [system.slice]}\n",
+        )),
+        "spec.selector.cgroupPaths[0]",
+        "must start with `/`",
+    );
+    has(
+        &errors(&SUPPLEMENT_EXAMPLE.replace("spec:\n", "spec:\n  evaluation: {debounce: 0}\n")),
+        "spec.evaluation.debounce",
+        "out of range",
+    );
+    has(
+        &errors(&SUPPLEMENT_EXAMPLE.replace("spec:\n", "spec:\n  evaluation: {window: 10ms}\n")),
+        "spec.evaluation.window",
+        "out of range",
+    );
 }
 
 #[test]
@@ -285,7 +389,8 @@ spec:
         ("spec.selector", 5),
     ] {
         assert!(
-            errs.iter().any(|e| e.starts_with(&format!("line {line}: {path}: "))),
+            errs.iter()
+                .any(|e| e.starts_with(&format!("line {line}: {path}: "))),
             "no error for {path} on line {line}: {errs:#?}"
         );
     }
@@ -299,8 +404,21 @@ fn structure_and_yaml_errors() {
     has(&errors("a: [1\n"), "(document)", "not valid YAML");
     has(&errors("- 1\n"), "", "must be a mapping");
     // Duplicate keys are a YAML error, not a silent override.
-    has(&errors(&format!("{SUPPLEMENT_EXAMPLE}kind: NUMAPolicy\n")), "(document)", "not valid YAML");
+    has(
+        &errors(&format!("{SUPPLEMENT_EXAMPLE}kind: NUMAPolicy\n")),
+        "(document)",
+        "not valid YAML",
+    );
     // Two documents, one bad: the file is rejected whole.
-    let parsed = parse_documents(&format!("{SUPPLEMENT_EXAMPLE}---\n{}", SUPPLEMENT_EXAMPLE.replace("15%", "15")), None);
-    assert!(parsed.policies.is_empty() && parsed.errors.len() == 1, "{parsed:#?}");
+    let parsed = parse_documents(
+        &format!(
+            "{SUPPLEMENT_EXAMPLE}---\n{}",
+            SUPPLEMENT_EXAMPLE.replace("15%", "15")
+        ),
+        None,
+    );
+    assert!(
+        parsed.policies.is_empty() && parsed.errors.len() == 1,
+        "{parsed:#?}"
+    );
 }
