@@ -26,8 +26,8 @@ pub struct WorkloadAccess {
     pub local: u64,
     pub remote: u64,
     pub unknown: u64,
-    /// Remote pages per (CPU node, memory node).
-    pub remote_pairs: BTreeMap<(NodeId, NodeId), u64>,
+    /// Classified pages per (CPU node, memory node), local pairs included.
+    pub pairs: BTreeMap<(NodeId, NodeId), u64>,
 }
 
 impl WorkloadAccess {
@@ -39,8 +39,9 @@ impl WorkloadAccess {
 
     /// The (CPU node, memory node) pair with the most remote pages.
     pub fn dominant_remote(&self) -> Option<(NodeId, NodeId)> {
-        self.remote_pairs
+        self.pairs
             .iter()
+            .filter(|((c, m), _)| c != m)
             .max_by_key(|&(pair, count)| (*count, std::cmp::Reverse(*pair)))
             .map(|(pair, _)| *pair)
     }
@@ -73,10 +74,13 @@ impl AccessWindows {
                 ..WorkloadAccess::default()
             });
             match (key.cpu_node, key.mem_node) {
-                (Some(c), Some(m)) if c == m => w.local += delta,
                 (Some(c), Some(m)) => {
-                    w.remote += delta;
-                    *w.remote_pairs.entry((c, m)).or_default() += delta;
+                    if c == m {
+                        w.local += delta;
+                    } else {
+                        w.remote += delta;
+                    }
+                    *w.pairs.entry((c, m)).or_default() += delta;
                 }
                 _ => w.unknown += delta,
             }
@@ -111,7 +115,8 @@ pub fn access_error(
         resource_type: "memory".to_owned(),
         distance: topology.distance(source, target),
         qos_class: None,
-        allowed_nodes: Vec::new(),
+        allowed_nodes: None,
+        ratio: w.ratio()?,
     })
 }
 
@@ -188,7 +193,7 @@ mod tests {
             local: 10,
             remote: 990,
             unknown: 0,
-            remote_pairs: Map::from([((0, 3), 990)]),
+            pairs: Map::from([((0, 3), 990), ((0, 0), 10)]),
         };
         let e = access_error(&remote, th, &t).expect("over threshold");
         assert_eq!(

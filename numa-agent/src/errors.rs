@@ -41,22 +41,22 @@ impl fmt::Display for NumaStealError {
 
 impl std::error::Error for NumaStealError {}
 
-/// A workload's memory lives on a node other than the one it runs on
+/// A workload's memory accesses crossed nodes beyond its policy's `maxCrossAccess`
 /// (`NUMAAccessError{SourceNode, TargetNode, ResourceType, Distance, QoSClass,
-/// AllowedNodes}`): `source_node` is the node of the CPUs it ran on, `target_node` the
-/// node of the memory.
+/// AllowedNodes}`): the dominant remote pair of the window is named.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct NumaAccessError {
+    /// Node the accessing CPUs belong to.
     pub source_node: NodeId,
+    /// Node holding what was accessed.
     pub target_node: NodeId,
-    /// What was accessed: `memory` (pages) for now.
+    /// What was accessed: `memory`.
     pub resource_type: String,
-    /// `distance(source_node, target_node)`: the row of the source, as sysfs gives it.
     pub distance: Option<u32>,
-    /// The workload's QoS class, once attribution knows it.
     pub qos_class: Option<String>,
-    /// Nodes a policy allows; empty without a policy.
-    pub allowed_nodes: Vec<NodeId>,
+    pub allowed_nodes: Option<Vec<NodeId>>,
+    /// Cross-node share of the window's accesses, 0..=1.
+    pub ratio: f64,
 }
 
 impl NumaAccessError {
@@ -80,9 +80,54 @@ impl fmt::Display for NumaAccessError {
 
 impl std::error::Error for NumaAccessError {}
 
+/// A workload runs or keeps memory outside its policy's `allowedNodes`
+/// (`NUMAPolicyError{RequiredPolicy, ActualPlacement, ViolationType}`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NumaPolicyError {
+    /// The policy and what it requires, e.g. `ai-worker-policy: allowedNodes [0]`.
+    pub required_policy: String,
+    pub actual_placement: crate::policy::placement::ActualPlacement,
+    /// `cpusOutsideAllowedNodes`, `memoryOutsideAllowedNodes`, or both joined by `+`.
+    pub violation_type: String,
+}
+
+impl NumaPolicyError {
+    pub const TYPE: &'static str = "NUMAPolicyError";
+}
+
+impl fmt::Display for NumaPolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = &self.actual_placement;
+        write!(
+            f,
+            "{} violated ({}): may run on CPUs {} (nodes {:?}), memory kB per node {:?}",
+            self.required_policy, self.violation_type, p.cpus_allowed, p.cpu_nodes, p.memory_kb
+        )
+    }
+}
+
+impl std::error::Error for NumaPolicyError {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn access_error_message_is_the_supplements() {
+        let e = NumaAccessError {
+            source_node: 0,
+            target_node: 1,
+            resource_type: "memory".into(),
+            distance: Some(21),
+            qos_class: Some("default".into()),
+            allowed_nodes: Some(vec![0]),
+            ratio: 0.5,
+        };
+        assert_eq!(
+            e.to_string(),
+            "NUMA node 0 cannot access memory on node 1 (distance 21)"
+        );
+    }
 
     #[test]
     fn message_and_json_fields() {

@@ -87,8 +87,6 @@ pub struct AccessEvent<'a> {
     pub comm: Option<String>,
     /// `pid:<tgid>` until cgroup/container attribution names it better.
     pub workload: String,
-    /// `remote / (local + remote)` pages over the window, 0-1.
-    pub cross_access_ratio: f64,
     pub local_pages: u64,
     pub remote_pages: u64,
     pub window_seconds: f64,

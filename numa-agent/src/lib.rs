@@ -1,10 +1,12 @@
 //! numa-sensor agent library: topology, tracefs, sensors (eBPF), NUMA errors,
 //! metrics and events. The `numa-agent` binary wires them together.
 pub mod access;
+pub mod actuators;
 pub mod errors;
 pub mod events;
 pub mod memory_blocks;
 pub mod metrics;
+pub mod policy;
 pub mod privileges;
 pub mod procfs;
 pub mod sensors;

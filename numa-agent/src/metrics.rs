@@ -88,6 +88,11 @@ impl Metrics {
             .inc();
     }
 
+    /// The registry, for other modules' metrics (policy engine).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The text exposition format (version 0.0.4).
     pub fn render(&self) -> Result<String, prometheus::Error> {
         let mut buf = Vec::new();

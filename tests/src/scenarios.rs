@@ -327,7 +327,7 @@ pub fn access_placement(
                         "{}: want {cpu_node}->{mem_node} distance {distance}: {e}",
                         case.label
                     );
-                    let ratio = e["cross_access_ratio"].as_f64().unwrap_or(0.0);
+                    let ratio = e["ratio"].as_f64().unwrap_or(0.0);
                     ensure!(ratio >= 0.9, "{}: ratio {ratio} < 0.9: {e}", case.label);
                 }
                 let remote: u64 = mine.iter().filter_map(|e| e["remote_pages"].as_u64()).sum();

@@ -29,6 +29,9 @@ enum Workload {
         /// Start at once instead of waiting for a line on stdin.
         #[arg(long)]
         no_wait: bool,
+        /// Sleep this long between flips (a steady, gentle migration rate).
+        #[arg(long, default_value_t = 0)]
+        pause_ms: u64,
     },
     /// Map `--mib` MiB of anonymous memory without huge pages, write every page
     /// (first touch allocates it on the node the memory policy picks), print where
@@ -63,6 +66,7 @@ fn main() -> anyhow::Result<()> {
             flips,
             cpus,
             no_wait,
+            pause_ms,
         } => {
             let cpus = [cpus[0], cpus[1]];
             let worker = thread::Builder::new()
@@ -73,7 +77,14 @@ fn main() -> anyhow::Result<()> {
                     if !no_wait {
                         io::stdin().read_line(&mut String::new())?;
                     }
-                    pin::flip_between(cpus, flips)
+                    if pause_ms == 0 {
+                        return pin::flip_between(cpus, flips);
+                    }
+                    for i in 0..flips {
+                        pin::pin_self(cpus[i % 2])?;
+                        thread::sleep(std::time::Duration::from_millis(pause_ms));
+                    }
+                    Ok(())
                 })
                 .context("spawning the flipping thread")?;
             worker

@@ -1,4 +1,5 @@
 //! `numa-agent`: the numa-sensor agent's command line.
+mod policy_cmd;
 mod run;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
@@ -29,6 +30,32 @@ enum Command {
     /// threads and kernel threads are not), and nothing is acted on. Stops cleanly on
     /// SIGINT/SIGTERM, detaching every program.
     Run(RunArgs),
+    /// Work with NUMAPolicy documents (`concurrency.gokore.io/v1alpha1`).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Validate NUMAPolicy files: print every error (file:line: field path: problem)
+    /// and every warning about this machine; exit non-zero if any file is invalid.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ValidateArgs {
+    /// Policy files or directories (every *.yaml, *.yml, *.json in them).
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+
+    /// Check node ids against the topology under this directory (warnings only).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/sys",
+        env = "NUMA_SYSFS_ROOT"
+    )]
+    sysfs_root: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -87,6 +114,17 @@ struct RunArgs {
     /// reported.
     #[arg(long, value_name = "PAGES", default_value_t = 256)]
     min_access_pages: u64,
+
+    /// NUMAPolicy file or directory (repeatable); re-read every 2 s, an invalid version
+    /// is rejected and the previous valid one stays in force. At start every file must
+    /// be valid. Without a policy nothing is evaluated or acted on.
+    #[arg(long, value_name = "PATH")]
+    policy: Vec<PathBuf>,
+
+    /// Append the policy audit trail (one JSON object per decision) to this file;
+    /// without it audit lines go to the log (target `audit`).
+    #[arg(long, value_name = "FILE")]
+    audit_log: Option<PathBuf>,
 }
 
 /// A ratio between 0 and 1 inclusive.
@@ -114,6 +152,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Policy(PolicyCommand::Validate(args)) => policy_cmd::validate(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

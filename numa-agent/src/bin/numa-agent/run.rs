@@ -12,6 +12,8 @@ use numa_agent::{
     errors::{NumaAccessError, NumaStealError},
     events::{AccessEvent, BootClock, EventWriter, StealEvent},
     metrics::{self, Metrics},
+    policy::evaluate::{AccessSample, ResourceType},
+    policy::service::{self as policy_service, PolicyService},
     privileges,
     sensors::{Sensors, page_alloc, sched_migrate},
     steal::{StealClassifier, StealReport},
@@ -77,6 +79,21 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             .context("registering metrics")?,
     );
 
+    // Policy engine (issue 6): only with --policy.
+    let policy = if args.policy.is_empty() {
+        None
+    } else {
+        let svc = PolicyService::start(
+            args.policy.clone(),
+            &args.sysfs_root,
+            args.proc_root.clone(),
+            &topology,
+            metrics.registry(),
+            args.audit_log.as_ref(),
+        )?;
+        Some(svc)
+    };
+
     let listener = TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("binding the metrics address {}", args.metrics_addr))?;
@@ -89,6 +106,16 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         metrics.clone(),
         wait_stop(stop_rx.clone()),
     ));
+    if let Some(svc) = &policy {
+        let counters = sensors.counters.clone();
+        let lost = move || {
+            counters
+                .lost()
+                .map(|l| l.iter().map(|(_, n)| n).sum())
+                .unwrap_or(0)
+        };
+        tokio::spawn(policy_service::drive(svc.clone(), lost, stop_rx.clone()));
+    }
     log::info!(
         "ready: serving metrics on http://{bound}/metrics, events: {:?}",
         args.events
@@ -100,6 +127,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         clock: BootClock::new(),
         metrics,
         topology,
+        policy: policy.clone(),
         writer: (args.events == EventsFormat::Json)
             .then(|| EventWriter::new(BufWriter::new(io::stdout().lock()))),
     };
@@ -132,6 +160,17 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                 let counts = page_alloc::read_workload_allocs(&sensors.workload_allocs)
                     .context("reading per-workload page counts")?;
                 for window in windows.advance(counts) {
+                    if let Some(policy) = &policy {
+                        for (&(source_node, target_node), &count) in &window.pairs {
+                            policy.record_access(AccessSample {
+                                pid: window.tgid,
+                                source_node,
+                                target_node,
+                                resource: ResourceType::Memory,
+                                count,
+                            });
+                        }
+                    }
                     if let Some(error) = access_error(&window, threshold, &pipeline.topology) {
                         pipeline.report_access(&error, &window, args.access_window)?;
                     }
@@ -147,6 +186,9 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     let mut ring = ring.into_inner();
     pipeline.drain(&mut ring)?;
     let _ = stop_tx.send(true);
+    if let Some(svc) = &policy {
+        svc.shutdown();
+    }
     server
         .await
         .context("metrics server task")?
@@ -165,6 +207,7 @@ struct Pipeline<'a> {
     clock: BootClock,
     metrics: Arc<Metrics>,
     topology: Topology,
+    policy: Option<Arc<PolicyService>>,
     writer: Option<EventWriter<BufWriter<io::StdoutLock<'a>>>>,
 }
 
@@ -217,7 +260,6 @@ impl Pipeline<'_> {
             pid: window.tgid,
             comm,
             workload: format!("pid:{}", window.tgid),
-            cross_access_ratio: window.ratio().unwrap_or(0.0),
             local_pages: window.local,
             remote_pages: window.remote,
             window_seconds: length.as_secs_f64(),
@@ -229,6 +271,9 @@ impl Pipeline<'_> {
 
     fn report(&mut self, report: &StealReport) -> anyhow::Result<()> {
         self.metrics.record_steal(&report.error);
+        if let Some(policy) = &self.policy {
+            policy.record_steal(report.pid, &report.error);
+        }
         let Some(writer) = &mut self.writer else {
             return Ok(());
         };
