@@ -1,11 +1,14 @@
 //! numa-sensor agent library: topology, tracefs, sensors (eBPF), NUMA errors,
 //! metrics and events. The `numa-agent` binary wires them together.
+pub mod cgroup;
 pub mod errors;
 pub mod events;
 pub mod metrics;
+pub mod pidns;
 pub mod privileges;
 pub mod procfs;
 pub mod sensors;
 pub mod steal;
 pub mod topology;
 pub mod tracefs;
+pub mod workload;

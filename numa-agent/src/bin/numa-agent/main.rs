@@ -59,7 +59,9 @@ struct RunArgs {
     )]
     sysfs_root: PathBuf,
 
-    /// Resolve thread ids under this proc mount (`/host/proc` in a container).
+    /// Resolve thread ids under this proc mount (`/host/proc` in a container). It must
+    /// show the host's pid namespace (the kernel reports host pids): the agent refuses
+    /// to start otherwise.
     #[arg(
         long,
         value_name = "DIR",
@@ -72,6 +74,11 @@ struct RunArgs {
     /// it on /sys/kernel/tracing when absent).
     #[arg(long, value_name = "DIR")]
     tracefs: Option<PathBuf>,
+
+    /// Keep a workload's metric series this long after its cgroup is removed (so the
+    /// last increments are scraped), then drop them. E.g. `30s`, `5m`.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    workload_grace: std::time::Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -1,20 +1,23 @@
 //! `numa-agent run`: load, attach, then stream records until SIGINT/SIGTERM.
 use std::{
     io::{self, BufWriter},
+    path::Path,
     sync::Arc,
 };
 
 use anyhow::{Context as _, bail};
 use aya::maps::{MapData, RingBuf};
 use numa_agent::{
+    cgroup::{CgroupLayout, IdPaths, Tracked},
     errors::NumaStealError,
     events::{BootClock, EventWriter, StealEvent},
     metrics::{self, Metrics},
-    privileges,
-    sensors::{Sensors, sched_migrate},
+    pidns, privileges,
+    sensors::{AttributionSetup, Sensors, sched_migrate},
     steal::{StealClassifier, StealReport},
     topology::Topology,
     tracefs::Tracefs,
+    workload::{WorkloadMetrics, WorkloadResolver},
 };
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -54,8 +57,9 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         Some(dir) => Tracefs::at(dir),
         None => Tracefs::discover().context("locating tracefs")?,
     };
-    let (mut sensors, ring) =
-        Sensors::load(&topology, &tracefs, &args.proc_root).context("loading the eBPF sensors")?;
+    let attribution = attribution_setup(&args.proc_root)?;
+    let (mut sensors, ring) = Sensors::load(&topology, &tracefs, &args.proc_root, &attribution)
+        .context("loading the eBPF sensors")?;
     for p in &sensors.probes {
         log::info!(
             "attached {} as {} ({})",
@@ -71,6 +75,17 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         Metrics::new(sensors.counters.clone(), &topology, &sensors.probes)
             .context("registering metrics")?,
     );
+    let workload_metrics = WorkloadMetrics::new(
+        attribution
+            .tracked
+            .mode
+            .unwrap_or(numa_agent::cgroup::CgroupMode::None),
+        args.workload_grace,
+    )
+    .context("registering workload metrics")?;
+    metrics
+        .register(Box::new(workload_metrics.clone()))
+        .context("registering workload metrics")?;
 
     let listener = TcpListener::bind(args.metrics_addr)
         .await
@@ -90,7 +105,13 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     );
 
     let mut pipeline = Pipeline {
-        classifier: StealClassifier::new(args.proc_root.clone()),
+        classifier: StealClassifier::new(args.proc_root.clone())
+            .with_self_tgid(attribution.agent_tgid),
+        resolver: WorkloadResolver::new(
+            IdPaths::new(attribution.tracked.clone()),
+            args.proc_root.clone(),
+        ),
+        workloads: workload_metrics,
         clock: BootClock::new(),
         metrics,
         topology,
@@ -132,8 +153,41 @@ async fn wait_stop(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
+/// The agent's host tgid (refusing a /proc of another pid namespace) and the cgroup
+/// hierarchies to follow, from this mount namespace's /proc/self/mounts.
+fn attribution_setup(proc_root: &Path) -> anyhow::Result<AttributionSetup> {
+    let agent_tgid = pidns::host_view(proc_root).context("checking --proc-root")?;
+    let layout = CgroupLayout::detect(Path::new("/proc/self/mounts"))
+        .context("detecting the cgroup mode")?;
+    let own = proc_root.join(format!("{agent_tgid}/cgroup"));
+    let self_cgroup =
+        std::fs::read_to_string(&own).with_context(|| format!("reading {}", own.display()))?;
+    let tracked = Tracked::new(&layout, &self_cgroup);
+    let followed: Vec<String> = tracked
+        .slots
+        .iter()
+        .flatten()
+        .map(|h| format!("{} (hierarchy {}) at {}", h.name, h.id, h.mount.display()))
+        .collect();
+    log::info!(
+        "cgroup mode {}: attributing from {}",
+        layout.mode.as_str(),
+        if followed.is_empty() {
+            "nothing".into()
+        } else {
+            followed.join(", ")
+        }
+    );
+    Ok(AttributionSetup {
+        agent_tgid,
+        tracked,
+    })
+}
+
 struct Pipeline<'a> {
     classifier: StealClassifier,
+    resolver: WorkloadResolver,
+    workloads: WorkloadMetrics,
     clock: BootClock,
     metrics: Arc<Metrics>,
     topology: Topology,
@@ -163,10 +217,13 @@ impl Pipeline<'_> {
 
     fn report(&mut self, report: &StealReport) -> anyhow::Result<()> {
         self.metrics.record_steal(&report.error);
+        let m = &report.migration;
+        let workload = self.resolver.resolve(m, report.pid);
+        self.workloads
+            .record_steal(&workload, self.resolver.liveness_dir(&workload));
         let Some(writer) = &mut self.writer else {
             return Ok(());
         };
-        let m = &report.migration;
         let event = StealEvent {
             kind: NumaStealError::TYPE,
             timestamp: self.clock.rfc3339(m.boot_ns),
@@ -178,6 +235,7 @@ impl Pipeline<'_> {
             dst_cpu: m.dst_cpu,
             distance: report.distance,
             actor_tid: m.actor_tid,
+            workload: &workload,
             message: report.error.to_string(),
         };
         writer.write(&event).context("writing events to stdout")?;
