@@ -29,6 +29,10 @@ enum Workload {
         /// Start at once instead of waiting for a line on stdin.
         #[arg(long)]
         no_wait: bool,
+        /// Name both threads this (their `comm`, at most 15 bytes) instead of
+        /// `numa-workload` / `numa-flip`.
+        #[arg(long)]
+        comm: Option<String>,
     },
 }
 
@@ -38,10 +42,16 @@ fn main() -> anyhow::Result<()> {
             flips,
             cpus,
             no_wait,
+            comm,
         } => {
             let cpus = [cpus[0], cpus[1]];
+            if let Some(name) = &comm {
+                let c = std::ffi::CString::new(name.as_str()).context("--comm")?;
+                // SAFETY: PR_SET_NAME copies at most 16 bytes from a NUL-terminated string.
+                unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) };
+            }
             let worker = thread::Builder::new()
-                .name("numa-flip".into())
+                .name(comm.unwrap_or_else(|| "numa-flip".into()))
                 .spawn(move || -> io::Result<()> {
                     println!("tid {}", pin::gettid());
                     io::stdout().flush()?;
