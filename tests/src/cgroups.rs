@@ -34,6 +34,8 @@ pub fn mount_of(controller: Option<&str>) -> Option<PathBuf> {
 }
 
 /// A cgroup path created under one mounted hierarchy, every missing level of it.
+/// Several sharing a parent: drop the ones created later first (the first one created
+/// the shared levels and removes them).
 pub struct TestCgroup {
     /// Full path of the leaf directory.
     pub dir: PathBuf,
@@ -98,6 +100,14 @@ impl Drop for TestCgroup {
                 for pid in &pids {
                     // SAFETY: signalling a process of this test's own cgroup.
                     unsafe { libc::kill(*pid, libc::SIGKILL) };
+                }
+                // A child cgroup someone else created keeps it busy for good.
+                let has_child = fs::read_dir(dir).is_ok_and(|mut entries| {
+                    entries.any(|e| e.is_ok_and(|e| e.file_type().is_ok_and(|t| t.is_dir())))
+                });
+                if has_child {
+                    eprintln!("cleanup: {} still has child cgroups, left", dir.display());
+                    break;
                 }
                 match fs::remove_dir(dir) {
                     Ok(()) => break,

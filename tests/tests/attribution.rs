@@ -300,7 +300,7 @@ fn churn_keeps_series_bounded_and_memory_flat() {
         .unwrap_or(3000);
     let uid = random_uuid().expect("uuid");
     let ids: Vec<String> = (0..3).map(|_| random_container_id().expect("id")).collect();
-    let cgs: Vec<TestCgroup> = ids
+    let mut cgs: Vec<TestCgroup> = ids
         .iter()
         .map(|id| {
             TestCgroup::create(
@@ -310,6 +310,8 @@ fn churn_keeps_series_bounded_and_memory_flat() {
             .expect("cgroup")
         })
         .collect();
+    // A Vec drops front to back: the one that created the shared pod level goes last.
+    cgs.reverse();
     let split = split::two_nodes().expect("split");
     let agent = start_agent(&split, &["--workload-grace", "2s"]);
     let rss = |agent: &Agent| -> u64 {
