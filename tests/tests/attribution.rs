@@ -59,18 +59,18 @@ fn kernel_count(trace: &ftrace::Instance, tids: &[u32]) -> usize {
         .sum()
 }
 
-/// Check every event of `tid` names the pod, container and QoS, from the kernel's record.
-fn assert_attributed(
-    all: &[Value],
-    f: (u32, u32),
-    uid: &str,
-    id: &str,
-    qos: &str,
+/// What every event of the workload's thread must say.
+struct Expected<'a> {
+    uid: &'a str,
+    id: &'a str,
+    qos: &'a str,
     runtime: Value,
-    hierarchy: &str,
-    path: &str,
-) -> usize {
-    let (pid, tid) = f;
+    hierarchy: &'a str,
+    path: &'a str,
+}
+
+/// Check every event of `tid` names the pod, container and QoS, from the kernel's record.
+fn assert_attributed(all: &[Value], (pid, tid): (u32, u32), x: &Expected<'_>) -> usize {
     let mine: Vec<&Value> = all
         .iter()
         .filter(|v| v["tid"].as_u64() == Some(u64::from(tid)))
@@ -80,16 +80,16 @@ fn assert_attributed(
         let w = &e["workload"];
         assert_eq!(w["pid"].as_u64(), Some(u64::from(pid)), "{e}");
         assert_eq!(w["kind"], "pod_container", "{e}");
-        assert_eq!(w["pod_uid"], uid, "{e}");
-        assert_eq!(w["container_id"], id, "{e}");
-        assert_eq!(w["qos"], qos, "{e}");
-        assert_eq!(w["runtime"], runtime, "{e}");
+        assert_eq!(w["pod_uid"], x.uid, "{e}");
+        assert_eq!(w["container_id"], x.id, "{e}");
+        assert_eq!(w["qos"], x.qos, "{e}");
+        assert_eq!(w["runtime"], x.runtime, "{e}");
         assert_eq!(w["cgroup_source"], "kernel", "{e}");
         let cg = w["cgroups"]
             .as_array()
-            .and_then(|a| a.iter().find(|c| c["hierarchy"] == hierarchy))
-            .unwrap_or_else(|| panic!("no {hierarchy} cgroup in {e}"));
-        assert_eq!(cg["path"], path, "{e}");
+            .and_then(|a| a.iter().find(|c| c["hierarchy"] == x.hierarchy))
+            .unwrap_or_else(|| panic!("no {} cgroup in {e}", x.hierarchy));
+        assert_eq!(cg["path"], x.path, "{e}");
     }
     mine.len()
 }
@@ -101,7 +101,10 @@ fn kubelet_cgroupfs_shape_on_v1_hierarchies() {
         eprintln!("SKIPPED: no v1 memory and cpu hierarchies mounted (pure v2 host)");
         return;
     };
-    let (uid, id) = (random_uuid().expect("uuid"), random_container_id().expect("id"));
+    let (uid, id) = (
+        random_uuid().expect("uuid"),
+        random_container_id().expect("id"),
+    );
     // A unique --cgroup-root-style prefix keeps concurrent test runs apart.
     let rel = format!(
         "numa-test-{}-v1/kubepods/burstable/pod{uid}/{id}",
@@ -135,12 +138,15 @@ fn kubelet_cgroupfs_shape_on_v1_hierarchies() {
     let n = assert_attributed(
         &all,
         (pid, tid),
-        &uid,
-        &id,
-        "Burstable",
-        Value::Null, // the cgroupfs driver's bare id does not name the runtime
-        "memory",
-        &mem_cg.path,
+        &Expected {
+            uid: &uid,
+            id: &id,
+            qos: "Burstable",
+            // The cgroupfs driver's bare id does not name the runtime.
+            runtime: Value::Null,
+            hierarchy: "memory",
+            path: &mem_cg.path,
+        },
     );
     let kernel_tid = kernel_count(&trace, &[tid]);
     assert_eq!(n, kernel_tid, "events of {tid} vs ftrace");
@@ -164,7 +170,10 @@ fn kubelet_systemd_shape_on_the_unified_hierarchy() {
         eprintln!("SKIPPED: pure v2 host: controllers make the unified tree not writable here");
         return;
     }
-    let (uid, id) = (random_uuid().expect("uuid"), random_container_id().expect("id"));
+    let (uid, id) = (
+        random_uuid().expect("uuid"),
+        random_container_id().expect("id"),
+    );
     let uid_ = uid.replace('-', "_");
     let rel = format!(
         "numa-test-{}.slice/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice/cri-containerd-{id}.scope",
@@ -189,12 +198,14 @@ fn kubelet_systemd_shape_on_the_unified_hierarchy() {
     let n = assert_attributed(
         &all,
         (pid, tid),
-        &uid,
-        &id,
-        "BestEffort",
-        Value::from("containerd"),
-        "unified",
-        &cg.path,
+        &Expected {
+            uid: &uid,
+            id: &id,
+            qos: "BestEffort",
+            runtime: Value::from("containerd"),
+            hierarchy: "unified",
+            path: &cg.path,
+        },
     );
     assert_eq!(n, kernel_count(&trace, &[tid]), "events of {tid} vs ftrace");
     let charged = sample(&metrics, &workload_series(&uid, &id, "BestEffort"))
@@ -211,7 +222,10 @@ fn a_process_that_exits_at_once_is_charged_every_migration() {
         eprintln!("SKIPPED: no v1 memory hierarchy (pure v2 host)");
         return;
     };
-    let (uid, id) = (random_uuid().expect("uuid"), random_container_id().expect("id"));
+    let (uid, id) = (
+        random_uuid().expect("uuid"),
+        random_container_id().expect("id"),
+    );
     let rel = format!(
         "numa-test-{}-exit/kubepods/pod{uid}/{id}",
         std::process::id()
@@ -231,11 +245,9 @@ fn a_process_that_exits_at_once_is_charged_every_migration() {
         cg.add_process(pid).expect("move");
         // From the move on (the process sleeps on stdin until `go`): moves before it
         // belong to the cgroup it was spawned in, and are charged there.
-        let trace = ftrace::Instance::migrations(&format!(
-            "numa-attr-exit-{}-{round}",
-            std::process::id()
-        ))
-        .expect("ftrace");
+        let trace =
+            ftrace::Instance::migrations(&format!("numa-attr-exit-{}-{round}", std::process::id()))
+                .expect("ftrace");
         // SAFETY: signalling our own child.
         unsafe { libc::kill(agent.pid() as i32, libc::SIGSTOP) };
         let ran = flipper.run_to_exit();
@@ -265,7 +277,9 @@ fn a_process_that_exits_at_once_is_charged_every_migration() {
         );
         assert!(charged >= charged_so_far, "the counter went down");
         charged_so_far = charged;
-        eprintln!("round {round}: process {pid} exited, container charged {charged} (ftrace {expected})");
+        eprintln!(
+            "round {round}: process {pid} exited, container charged {charged} (ftrace {expected})"
+        );
     }
     let stopped = agent.stop().expect("stops");
     let all = events(&stopped.stdout);
@@ -305,7 +319,10 @@ fn churn_keeps_series_bounded_and_memory_flat() {
         .map(|id| {
             TestCgroup::create(
                 &memory,
-                &format!("numa-test-{}-churn/kubepods/besteffort/pod{uid}/{id}", std::process::id()),
+                &format!(
+                    "numa-test-{}-churn/kubepods/besteffort/pod{uid}/{id}",
+                    std::process::id()
+                ),
             )
             .expect("cgroup")
         })
@@ -315,7 +332,8 @@ fn churn_keeps_series_bounded_and_memory_flat() {
     let split = split::two_nodes().expect("split");
     let agent = start_agent(&split, &["--workload-grace", "2s"]);
     let rss = |agent: &Agent| -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).expect("status");
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).expect("status");
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -367,7 +385,10 @@ fn churn_keeps_series_bounded_and_memory_flat() {
         "{processes} processes that each moved at least once across nodes, charged {total}"
     );
     for name in names.iter().take(50) {
-        assert!(!m.contains(name.as_str()), "command name {name} in /metrics");
+        assert!(
+            !m.contains(name.as_str()),
+            "command name {name} in /metrics"
+        );
     }
     // Memory flat: from the first sample (warm) to the last, growth within 2 MiB.
     let (_, warm, _) = samples[0];
@@ -379,7 +400,10 @@ fn churn_keeps_series_bounded_and_memory_flat() {
     // All series bounded: other developers' workloads may add some, ours add 3.
     let (_, _, first_all) = samples[0];
     let (_, _, last_all) = *samples.last().expect("samples");
-    assert!(last_all <= first_all + 10, "series grew {first_all} -> {last_all}");
+    assert!(
+        last_all <= first_all + 10,
+        "series grew {first_all} -> {last_all}"
+    );
 
     // The cgroups go; after the grace period their series are removed.
     drop(cgs);
@@ -389,7 +413,10 @@ fn churn_keeps_series_bounded_and_memory_flat() {
         if !m.contains(&uid) {
             break;
         }
-        assert!(Instant::now() < deadline, "series of removed cgroups still exported:\n{m}");
+        assert!(
+            Instant::now() < deadline,
+            "series of removed cgroups still exported:\n{m}"
+        );
         thread::sleep(Duration::from_millis(500));
     }
     let stopped = agent.stop().expect("stops");
@@ -406,7 +433,11 @@ fn workload_series_q(uid: &str, id: &str) -> String {
 #[test]
 fn proc_root_of_another_pid_namespace_is_refused() {
     require_privileges!();
-    if std::process::Command::new("unshare").arg("--version").output().is_err() {
+    if std::process::Command::new("unshare")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("SKIPPED: unshare (util-linux) not installed");
         return;
     }
@@ -420,7 +451,10 @@ fn proc_root_of_another_pid_namespace_is_refused() {
         .output()
         .expect("unshare runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "started in a foreign pid namespace:\n{stderr}");
+    assert!(
+        !out.status.success(),
+        "started in a foreign pid namespace:\n{stderr}"
+    );
     assert!(
         stderr.contains("other than the host's") && stderr.contains("--proc-root /host/proc"),
         "unclear refusal:\n{stderr}"
@@ -435,7 +469,16 @@ fn proc_root_of_another_pid_namespace_is_refused() {
         sys = split.path().display()
     );
     let out = std::process::Command::new("unshare")
-        .args(["--pid", "--fork", "--mount", "--propagation", "private", "sh", "-c", &script])
+        .args([
+            "--pid",
+            "--fork",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ])
         .output()
         .expect("unshare runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
