@@ -434,6 +434,107 @@ mod tests {
         assert_eq!(m.series(), 0);
     }
 
+    /// A hierarchy in a temporary directory: ids are directory inodes, as in cgroupfs.
+    #[test]
+    fn resolution_from_the_kernel_id_then_proc_then_nothing() {
+        use std::os::unix::fs::MetadataExt as _;
+
+        use numa_common::CGROUP_SLOT_V1;
+
+        use crate::{
+            cgroup::{Hierarchy, Tracked},
+            sensors::sched_migrate::StealType,
+        };
+        let mount = tempfile::tempdir().expect("tempdir");
+        let uid = "0f1e2d3c-4b5a-6978-8a9b-acbdcedf0011";
+        let id = "3f5c1a2b4d6e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718";
+        let rel = format!("/kubepods/besteffort/pod{uid}/{id}");
+        let dir = cgroup::join_cgroup(mount.path(), &rel);
+        fs::create_dir_all(&dir).expect("mkdir");
+        let ino = fs::metadata(&dir).expect("stat").ino();
+        let mut tracked = Tracked::default();
+        tracked.slots[CGROUP_SLOT_V1] = Some(Hierarchy {
+            name: "memory".into(),
+            id: 4,
+            mount: mount.path().to_owned(),
+        });
+        let proc_root = tempfile::tempdir().expect("tempdir");
+        let mut r = WorkloadResolver::new(IdPaths::new(tracked), proc_root.path().to_owned());
+        let m = Migration {
+            boot_ns: 1,
+            tid: 11,
+            src_cpu: 0,
+            dst_cpu: 1,
+            src_node: Some(0),
+            dst_node: Some(1),
+            steal_type: StealType::Forced,
+            actor_tid: 3,
+            actor_tgid: 3,
+            tgid: Some(10),
+            comm: "worker".into(),
+            cgroup_ids: [ino, 0],
+        };
+        // The kernel's id: no /proc needed (there is none for pid 10 here).
+        let w = r.resolve(&m, Some(10));
+        assert_eq!(w.cgroup_source, CgroupSource::Kernel);
+        assert_eq!(w.attribution.kind, WorkloadKind::PodContainer);
+        assert_eq!(w.cgroups[0].path.as_deref(), Some(rel.as_str()));
+        assert_eq!(
+            (w.command.as_str(), w.name.as_str()),
+            ("worker", &*format!("{uid}/3f5c1a2b4d6e"))
+        );
+        assert_eq!(r.liveness_dir(&w), Some(dir.clone()));
+        // No id from the kernel, process alive: /proc decides.
+        fs::create_dir(proc_root.path().join("10")).expect("mkdir");
+        fs::write(
+            proc_root.path().join("10/cgroup"),
+            format!("4:memory:{rel}\n0::/\n"),
+        )
+        .expect("write");
+        fs::write(proc_root.path().join("10/comm"), "server\n").expect("write");
+        let w = r.resolve(
+            &Migration {
+                cgroup_ids: [0; CGROUP_SLOTS],
+                ..m.clone()
+            },
+            Some(10),
+        );
+        assert_eq!(
+            (w.cgroup_source, w.cgroups[0].id),
+            (CgroupSource::Proc, ino)
+        );
+        assert_eq!(
+            (w.attribution.kind, w.command.as_str()),
+            (WorkloadKind::PodContainer, "server")
+        );
+        // Neither: unattributed, never a guess.
+        let w = r.resolve(
+            &Migration {
+                cgroup_ids: [0; CGROUP_SLOTS],
+                ..m.clone()
+            },
+            Some(99),
+        );
+        assert_eq!(
+            (w.cgroup_source, w.attribution.kind),
+            (CgroupSource::None, WorkloadKind::Unattributed)
+        );
+        assert_eq!(r.liveness_dir(&w), None);
+        // An id of a cgroup that no longer exists: reported by id, unattributed.
+        let w = r.resolve(
+            &Migration {
+                cgroup_ids: [ino + 1_000_000, 0],
+                ..m
+            },
+            Some(10),
+        );
+        assert_eq!(
+            (w.cgroups[0].id, w.cgroups[0].path.clone()),
+            (ino + 1_000_000, None)
+        );
+        assert_eq!(w.attribution.kind, WorkloadKind::Unattributed);
+    }
+
     fn render(m: &WorkloadMetrics) -> String {
         let mut buf = Vec::new();
         prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &m.collect(), &mut buf)
