@@ -59,6 +59,34 @@ fn kernel_count(trace: &ftrace::Instance, tids: &[u32]) -> usize {
         .sum()
 }
 
+/// Prometheus's own linter on the exposition text, labels included.
+fn promtool_check(metrics: &str) {
+    use std::{io::Write as _, process::Stdio};
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        eprintln!("promtool not installed: exposition format not checked");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(metrics.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{metrics}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// What every event of the workload's thread must say.
 struct Expected<'a> {
     uid: &'a str,
@@ -134,6 +162,7 @@ fn kubelet_cgroupfs_shape_on_v1_hierarchies() {
             || metrics.contains(r#"numa_cgroup_mode{mode="v1"} 1"#),
         "{metrics}"
     );
+    promtool_check(&metrics);
     let all = events(&stopped.stdout);
     let n = assert_attributed(
         &all,
