@@ -19,8 +19,8 @@
 //! path, and unattributed.
 use std::{
     collections::HashMap,
-    fs,
-    path::PathBuf,
+    fs, io,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -32,11 +32,64 @@ use prometheus::{
     proto::MetricFamily,
 };
 use serde::Serialize;
+use thiserror::Error;
 
 use crate::{
-    cgroup::{self, CgroupAttribution, CgroupMode, IdPaths, WorkloadKind},
-    sensors::sched_migrate::Migration,
+    cgroup::{
+        self, CgroupAttribution, CgroupError, CgroupLayout, CgroupMode, IdPaths, Tracked,
+        WorkloadKind,
+    },
+    pidns::{self, PidNsError},
+    sensors::{AttributionSetup, sched_migrate::Migration},
 };
+
+#[derive(Debug, Error)]
+pub enum SetupError {
+    #[error("checking --proc-root")]
+    ProcRoot(#[source] PidNsError),
+    #[error("detecting the cgroup mode")]
+    Mounts(#[source] CgroupError),
+    #[error("reading the agent's own cgroups from {path}")]
+    OwnCgroup {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The agent's host tgid (refusing a `/proc` of another pid namespace) and the cgroup
+/// hierarchies to follow, from this mount namespace's `/proc/self/mounts` and the
+/// agent's own `/proc/<tgid>/cgroup` (which gives each hierarchy's id).
+pub fn attribution_setup(proc_root: &Path) -> Result<AttributionSetup, SetupError> {
+    let agent_tgid = pidns::host_view(proc_root).map_err(SetupError::ProcRoot)?;
+    let layout =
+        CgroupLayout::detect(Path::new("/proc/self/mounts")).map_err(SetupError::Mounts)?;
+    let path = proc_root.join(format!("{agent_tgid}/cgroup"));
+    let own = fs::read_to_string(&path).map_err(|source| SetupError::OwnCgroup {
+        path: path.clone(),
+        source,
+    })?;
+    let tracked = Tracked::new(&layout, &own);
+    let followed: Vec<String> = tracked
+        .slots
+        .iter()
+        .flatten()
+        .map(|h| format!("{} (hierarchy {}) at {}", h.name, h.id, h.mount.display()))
+        .collect();
+    log::info!(
+        "cgroup mode {}: attributing from {}",
+        layout.mode.as_str(),
+        if followed.is_empty() {
+            "nothing".into()
+        } else {
+            followed.join(", ")
+        }
+    );
+    Ok(AttributionSetup {
+        agent_tgid,
+        tracked,
+    })
+}
 
 /// A cgroup a process is in, on one tracked hierarchy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -374,8 +427,6 @@ impl Collector for WorkloadMetrics {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
     use crate::cgroup::path;
 

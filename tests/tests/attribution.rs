@@ -516,3 +516,39 @@ fn proc_root_of_another_pid_namespace_is_refused() {
         "with --proc-root at the host's /proc it should run:\n{stderr}"
     );
 }
+
+/// A test that fails with a process still inside its cgroups leaves nothing behind.
+#[test]
+fn cgroups_are_removed_when_a_test_panics() {
+    require_privileges!();
+    let Some(memory) = mount_of(Some("memory")).or_else(|| mount_of(None)) else {
+        eprintln!("SKIPPED: no cgroup filesystem mounted");
+        return;
+    };
+    let top = memory.join(format!("numa-test-{}-panic", std::process::id()));
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("sleep");
+    let pid = child.id();
+    let result = std::panic::catch_unwind(|| {
+        let cg = TestCgroup::create(
+            &memory,
+            &format!(
+                "numa-test-{}-panic/kubepods/pod{}/{}",
+                std::process::id(),
+                random_uuid().expect("uuid"),
+                random_container_id().expect("id")
+            ),
+        )
+        .expect("cgroup");
+        cg.add_process(pid).expect("move");
+        assert!(top.exists());
+        panic!("a failing test");
+    });
+    assert!(result.is_err());
+    assert!(!top.exists(), "{} left behind", top.display());
+    // The cleanup killed what was inside.
+    let status = child.wait().expect("reap");
+    assert!(!status.success(), "sleep was not killed: {status}");
+}

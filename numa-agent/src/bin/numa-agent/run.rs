@@ -1,23 +1,22 @@
 //! `numa-agent run`: load, attach, then stream records until SIGINT/SIGTERM.
 use std::{
     io::{self, BufWriter},
-    path::Path,
     sync::Arc,
 };
 
 use anyhow::{Context as _, bail};
 use aya::maps::{MapData, RingBuf};
 use numa_agent::{
-    cgroup::{CgroupLayout, IdPaths, Tracked},
+    cgroup::IdPaths,
     errors::NumaStealError,
     events::{BootClock, EventWriter, StealEvent},
     metrics::{self, Metrics},
-    pidns, privileges,
-    sensors::{AttributionSetup, Sensors, sched_migrate},
+    privileges,
+    sensors::{Sensors, sched_migrate},
     steal::{StealClassifier, StealReport},
     topology::Topology,
     tracefs::Tracefs,
-    workload::{WorkloadMetrics, WorkloadResolver},
+    workload::{self, WorkloadMetrics, WorkloadResolver},
 };
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -57,7 +56,8 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         Some(dir) => Tracefs::at(dir),
         None => Tracefs::discover().context("locating tracefs")?,
     };
-    let attribution = attribution_setup(&args.proc_root)?;
+    let attribution =
+        workload::attribution_setup(&args.proc_root).context("setting up workload attribution")?;
     let (mut sensors, ring) = Sensors::load(&topology, &tracefs, &args.proc_root, &attribution)
         .context("loading the eBPF sensors")?;
     for p in &sensors.probes {
@@ -151,37 +151,6 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
 
 async fn wait_stop(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
-}
-
-/// The agent's host tgid (refusing a /proc of another pid namespace) and the cgroup
-/// hierarchies to follow, from this mount namespace's /proc/self/mounts.
-fn attribution_setup(proc_root: &Path) -> anyhow::Result<AttributionSetup> {
-    let agent_tgid = pidns::host_view(proc_root).context("checking --proc-root")?;
-    let layout = CgroupLayout::detect(Path::new("/proc/self/mounts"))
-        .context("detecting the cgroup mode")?;
-    let own = proc_root.join(format!("{agent_tgid}/cgroup"));
-    let self_cgroup =
-        std::fs::read_to_string(&own).with_context(|| format!("reading {}", own.display()))?;
-    let tracked = Tracked::new(&layout, &self_cgroup);
-    let followed: Vec<String> = tracked
-        .slots
-        .iter()
-        .flatten()
-        .map(|h| format!("{} (hierarchy {}) at {}", h.name, h.id, h.mount.display()))
-        .collect();
-    log::info!(
-        "cgroup mode {}: attributing from {}",
-        layout.mode.as_str(),
-        if followed.is_empty() {
-            "nothing".into()
-        } else {
-            followed.join(", ")
-        }
-    );
-    Ok(AttributionSetup {
-        agent_tgid,
-        tracked,
-    })
 }
 
 struct Pipeline<'a> {
