@@ -6,7 +6,10 @@ use std::{
 
 use serde::Serialize;
 
-use crate::errors::{NumaAccessError, NumaStealError};
+use crate::{
+    errors::{NumaAccessError, NumaStealError},
+    workload::Workload,
+};
 
 /// Converts `bpf_ktime_get_boot_ns()` values to wall-clock time. The offset between
 /// CLOCK_REALTIME and CLOCK_BOOTTIME is taken once at start; a later `settimeofday`
@@ -70,6 +73,8 @@ pub struct StealEvent<'a> {
     /// The thread in whose context the kernel moved the task (the waker, the
     /// balancer, the stopper): 0 is the idle task.
     pub actor_tid: u32,
+    /// Who the event is charged to: process, cgroups, container, pod, QoS.
+    pub workload: &'a Workload,
     pub message: String,
 }
 
@@ -137,6 +142,14 @@ mod tests {
             dst_cpu: 1,
             distance: Some(21),
             actor_tid: 3,
+            workload: &Workload {
+                pid: Some(8),
+                command: "w".into(),
+                cgroups: vec![],
+                cgroup_source: crate::workload::CgroupSource::Kernel,
+                name: "unattributed".into(),
+                attribution: crate::cgroup::CgroupAttribution::unattributed(),
+            },
             message: error.to_string(),
         };
         let mut w = EventWriter::new(Vec::new());
@@ -153,6 +166,8 @@ mod tests {
         );
         assert_eq!((v["pid"].as_u64(), v["tid"].as_u64()), (Some(8), Some(9)));
         assert_eq!(v["steal_type"], "wakeup");
+        assert_eq!(v["workload"]["kind"], "unattributed");
+        assert_eq!(v["workload"]["pod_uid"], serde_json::Value::Null);
     }
 
     #[test]

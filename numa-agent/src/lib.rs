@@ -2,14 +2,17 @@
 //! metrics and events. The `numa-agent` binary wires them together.
 pub mod access;
 pub mod actuators;
+pub mod cgroup;
 pub mod errors;
 pub mod events;
 pub mod memory_blocks;
 pub mod metrics;
 pub mod policy;
+pub mod pidns;
 pub mod privileges;
 pub mod procfs;
 pub mod sensors;
 pub mod steal;
 pub mod topology;
 pub mod tracefs;
+pub mod workload;

@@ -78,6 +78,11 @@ impl Metrics {
             .inc();
     }
 
+    /// Register a further collector (e.g. the per-workload counters).
+    pub fn register(&self, collector: Box<dyn Collector>) -> Result<(), prometheus::Error> {
+        self.registry.register(collector)
+    }
+
     pub fn record_steal(&self, error: &NumaStealError) {
         self.steal_errors
             .with_label_values(&[

@@ -43,6 +43,13 @@ impl StealClassifier {
         }
     }
 
+    /// The agent's own tgid as the host numbers it (differs from `std::process::id()`
+    /// in a container's pid namespace).
+    pub fn with_self_tgid(mut self, tgid: u32) -> Self {
+        self.self_tgid = tgid;
+        self
+    }
+
     pub fn classify(&self, migration: Migration, topology: &Topology) -> Result<StealReport, Skip> {
         if migration.src_node.is_some() && migration.src_node == migration.dst_node {
             return Err(Skip::SameNode);
@@ -117,6 +124,7 @@ mod tests {
             actor_tgid: 5,
             tgid: None,
             comm: "t".into(),
+            cgroup_ids: [0; numa_common::CGROUP_SLOTS],
         }
     }
 

@@ -20,7 +20,9 @@ pub mod maps {
     pub const EVENTS: &str = "EVENTS";
     /// `LruHashMap<u32, TaskInfo>`: thread id -> [`super::TaskInfo`], filled by the
     /// `task_newtask` program for new threads and by the agent for those alive at start,
-    /// so an event names its thread group even after the thread has exited.
+    /// so an event names its thread group even after the thread has exited. The entry
+    /// of a thread-group leader (key = tgid) also carries the group's cgroup ids, kept
+    /// current by the `cgroup_attach_task` program.
     pub const TASKS: &str = "TASKS";
     /// `Array<PfnRange>`: physical page-frame ranges of each node, written by the agent;
     /// the first [`super::PageAllocConfig::range_count`] entries are used.
@@ -38,6 +40,7 @@ pub mod programs {
     pub const SCHED_MIGRATE_TASK: &str = "sched_migrate_task";
     pub const TASK_NEWTASK: &str = "task_newtask";
     pub const MM_PAGE_ALLOC: &str = "mm_page_alloc";
+    pub const CGROUP_ATTACH_TASK: &str = "cgroup_attach_task";
 }
 
 /// Names of the load-time constants (`Global<T>` statics) set by the agent.
@@ -48,6 +51,8 @@ pub mod globals {
     pub const NEWTASK_CONFIG: &str = "NEWTASK_CONFIG";
     /// [`super::PageAllocConfig`].
     pub const PAGE_ALLOC_CONFIG: &str = "PAGE_ALLOC_CONFIG";
+    /// [`super::AttachConfig`].
+    pub const ATTACH_CONFIG: &str = "ATTACH_CONFIG";
 }
 
 /// Probe ids: index of the [`maps::LOST`] counters and tag of each ring-buffer record.
@@ -139,6 +144,20 @@ const _: () = assert!(core::mem::size_of::<NewTaskConfig>() == 8);
 
 /// `CLONE_THREAD` (include/uapi/linux/sched.h): the new task joins the caller's group.
 pub const CLONE_THREAD: u64 = 0x0001_0000;
+/// `CLONE_INTO_CGROUP` (include/uapi/linux/sched.h, clone3 only): the child starts in the
+/// cgroup v2 group named by `clone_args.cgroup`, not in its parent's.
+pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Number of cgroup hierarchies whose cgroup id the kernel side tracks per process.
+pub const CGROUP_SLOTS: usize = 2;
+/// Slot of the v1 hierarchy attribution reads in v1/hybrid mode (`memory`, else
+/// `name=systemd`). Unused (id 0) on a pure v2 host.
+pub const CGROUP_SLOT_V1: usize = 0;
+/// Slot of the cgroup v2 (default, "unified") hierarchy, hierarchy id 0.
+pub const CGROUP_SLOT_V2: usize = 1;
+/// [`AttachConfig::v1_hierarchy`] when no v1 hierarchy is tracked. Hierarchy ids are
+/// small non-negative ints (`/proc/<pid>/cgroup` first column).
+pub const HIERARCHY_NONE: u32 = u32::MAX;
 
 /// Value of [`maps::TASKS`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -147,8 +166,28 @@ pub struct TaskInfo {
     pub tgid: u32,
     /// [`TASK_KERNEL_THREAD`] or 0.
     pub flags: u32,
+    /// Cgroup ids (kernfs node ids, equal to the cgroup directory's inode number) of the
+    /// thread group, indexed by [`CGROUP_SLOT_V1`] / [`CGROUP_SLOT_V2`]; 0 = not known.
+    /// Kept on the thread-group leader's entry (key = tgid): `cgroup_attach_task`
+    /// reports a whole-process move once, with the leader's pid.
+    pub cgroup_ids: [u64; CGROUP_SLOTS],
 }
-const _: () = assert!(core::mem::size_of::<TaskInfo>() == 8);
+const _: () = assert!(core::mem::size_of::<TaskInfo>() == 24);
+
+/// Load-time constants of the `cgroup:cgroup_attach_task` program.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct AttachConfig {
+    /// Byte offset of `int dst_root` (the destination's hierarchy id).
+    pub dst_root_offset: u32,
+    /// Byte offset of `u64 dst_id` (the destination cgroup's id).
+    pub dst_id_offset: u32,
+    /// Byte offset of `int pid` (the moved task; the leader for a whole-process move).
+    pub pid_offset: u32,
+    /// Hierarchy id tracked in [`CGROUP_SLOT_V1`], or [`HIERARCHY_NONE`].
+    pub v1_hierarchy: u32,
+}
+const _: () = assert!(core::mem::size_of::<AttachConfig>() == 16);
 
 /// [`TaskInfo::flags`]: a kernel thread (a child of kthreadd, pid 2).
 pub const TASK_KERNEL_THREAD: u32 = 1;
@@ -241,8 +280,12 @@ pub struct MigrateRecord {
     pub tgid: u32,
     /// The migrated task's command, NUL-padded.
     pub comm: [u8; COMM_LEN],
+    /// The migrated thread's group's cgroup ids from [`maps::TASKS`] at event time
+    /// (see [`TaskInfo::cgroup_ids`]): captured in the kernel so a process that exits
+    /// before the agent reads the record is still charged to its cgroup.
+    pub cgroup_ids: [u64; CGROUP_SLOTS],
 }
-const _: () = assert!(core::mem::size_of::<MigrateRecord>() == 64);
+const _: () = assert!(core::mem::size_of::<MigrateRecord>() == 80);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -260,4 +303,6 @@ mod pod {
     unsafe impl aya::Pod for super::PfnRange {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::AccessKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AttachConfig {}
 }

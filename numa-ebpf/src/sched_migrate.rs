@@ -17,13 +17,17 @@
 //! whoever moves the task, so the migrated task is `pid`, never `current`.
 use aya_ebpf::{
     EbpfContext as _, Global,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_ktime_get_boot_ns,
+    },
     macros::tracepoint,
     programs::TracePointContext,
 };
 use aya_log_ebpf::warn;
 use numa_common::{
-    COMM_LEN, MigrateConfig, MigrateRecord, NODE_UNKNOWN, Probe, TASK_KERNEL_THREAD, steal_type,
+    CGROUP_SLOT_V2, CGROUP_SLOTS, COMM_LEN, MigrateConfig, MigrateRecord, NODE_UNKNOWN, Probe,
+    TASK_KERNEL_THREAD, steal_type,
 };
 
 use crate::maps::{EVENTS, MIGRATIONS, TASKS, bump, count_lost, node_of, slot, submit_flags};
@@ -83,14 +87,30 @@ fn try_sched_migrate_task(ctx: &TracePointContext) -> Result<u32, u32> {
     let actor_tid = pid_tgid as u32;
     let actor_tgid = (pid_tgid >> 32) as u32;
     // SAFETY: the value is copied out at once; a concurrent update can only make it stale.
-    let (tgid, task_flags) = match unsafe { TASKS.get(tid) } {
+    let (mut tgid, task_flags) = match unsafe { TASKS.get(tid) } {
         Some(info) => (info.tgid, info.flags),
-        None if actor_tid == tid => (actor_tgid, 0),
         None => (0, 0),
     };
+    if tgid == 0 && actor_tid == tid {
+        tgid = actor_tgid;
+    }
     // Kernel threads are not workloads; the agent never observes itself.
     if task_flags & TASK_KERNEL_THREAD != 0 || (tgid != 0 && tgid == cfg.agent_tgid) {
         return Ok(0);
+    }
+
+    // The group's cgroups, as of now, from the leader's entry (see TaskInfo).
+    let mut cgroup_ids = if tgid != 0 {
+        // SAFETY: as above.
+        unsafe { TASKS.get(tgid) }
+            .map(|leader| leader.cgroup_ids)
+            .unwrap_or([0; CGROUP_SLOTS])
+    } else {
+        [0; CGROUP_SLOTS]
+    };
+    if cgroup_ids[CGROUP_SLOT_V2] == 0 && actor_tid == tid {
+        // SAFETY: plain helper call; `current` is the moved task here.
+        cgroup_ids[CGROUP_SLOT_V2] = unsafe { bpf_get_current_cgroup_id() };
     }
 
     let Some(mut entry) = EVENTS.reserve::<MigrateRecord>(0) else {
@@ -111,6 +131,7 @@ fn try_sched_migrate_task(ctx: &TracePointContext) -> Result<u32, u32> {
         actor_tgid,
         tgid,
         comm: [0; COMM_LEN],
+        cgroup_ids,
     };
     read_comm(ctx, &cfg, &mut record.comm);
     entry.write(record);

@@ -2,11 +2,13 @@
 //! an oracle, a declared NUMA split of this host's CPUs, the agent as a child
 //! process, and a thread that migrates on command.
 pub mod agent;
+pub mod cgroups;
 pub mod ftrace;
 pub mod memory;
 pub mod pin;
 pub mod scenarios;
 pub mod split;
+pub mod workload;
 
 /// Why a privileged test cannot run here, or `None` when it can.
 pub fn skip_reason() -> Option<String> {

@@ -15,6 +15,10 @@ use crate::{run_checked, workspace_root};
 const APT_PACKAGES: &[&str] = &[
     // `numactl` runs test workloads on chosen nodes and reports placement.
     "numactl",
+    // `unshare` and `mount` put the agent in its own pid namespace in the attribution
+    // tests (--proc-root refusal). Essential on Debian; listed for slim images.
+    "util-linux",
+    "mount",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -20,9 +20,18 @@ use thiserror::Error;
 
 use crate::{
     memory_blocks::{MemoryBlocksError, NodePfnRange},
+    cgroup::Tracked,
     topology::{NodeId, Topology},
     tracefs::{Tracefs, TracefsError},
 };
+
+/// What the programs need to attribute events: the agent's own tgid as the host's pid
+/// namespace numbers it (never reported), and the cgroup hierarchies to follow.
+#[derive(Clone, Debug)]
+pub struct AttributionSetup {
+    pub agent_tgid: u32,
+    pub tracked: Tracked,
+}
 
 /// The object built by aya-build (numa-agent/build.rs); empty when the build had no
 /// bpf-linker.
@@ -85,6 +94,7 @@ impl Sensors {
         tracefs: &Tracefs,
         sysfs_root: &Path,
         proc_root: &Path,
+        attribution: &AttributionSetup,
     ) -> Result<(Self, RingBuf<MapData>), SensorError> {
         if EBPF_OBJECT.is_empty() {
             return Err(SensorError::NotBuilt);
@@ -93,7 +103,7 @@ impl Sensors {
         // One slot per node id up to the highest, plus one for CPUs of unknown node.
         let node_slots = topology.max_node_id().map_or(0, |id| id + 1) + 1;
         let mut migrate_config = sched_migrate::config_from_format(&format, node_slots)?;
-        migrate_config.agent_tgid = std::process::id();
+        migrate_config.agent_tgid = attribution.agent_tgid;
         let newtask_config =
             task::config_from_format(&tracefs.event_format(task::CATEGORY, task::EVENT)?)?;
         let pfn_ranges = pfn_ranges(sysfs_root)?;
@@ -102,7 +112,11 @@ impl Sensors {
         )?;
         page_alloc_config.node_slots = node_slots;
         page_alloc_config.range_count = pfn_ranges.len() as u32;
-        page_alloc_config.agent_tgid = std::process::id();
+        page_alloc_config.agent_tgid = attribution.agent_tgid;
+        let attach_config = task::attach_config_from_format(
+            &tracefs.event_format(task::ATTACH_CATEGORY, task::ATTACH_EVENT)?,
+            &attribution.tracked,
+        )?;
         let possible_cpus = topology
             .possible_cpus
             .max(aya::util::nr_cpus().map_or(0, |n| n as u32))
@@ -112,6 +126,7 @@ impl Sensors {
             .override_global(globals::MIGRATE_CONFIG, &migrate_config, true)
             .override_global(globals::NEWTASK_CONFIG, &newtask_config, true)
             .override_global(globals::PAGE_ALLOC_CONFIG, &page_alloc_config, true)
+            .override_global(globals::ATTACH_CONFIG, &attach_config, true)
             .map_max_entries(maps::CPU_NODE, possible_cpus)
             .map_max_entries(maps::MIGRATIONS, node_slots * node_slots)
             .map_max_entries(maps::PAGE_ALLOCS, node_slots * node_slots)
@@ -125,13 +140,20 @@ impl Sensors {
             .inspect_err(|e| log::warn!("eBPF log forwarding unavailable: {e}"))
             .ok();
 
-        // task_newtask first, then the threads already alive: together they cover
-        // every thread the migration program can meet.
+        // task_newtask and cgroup_attach_task first, then the threads already alive:
+        // together they cover every thread the migration program can meet, and every
+        // cgroup move after the seed read /proc.
         attach_tracepoint(
             &mut ebpf,
             programs::TASK_NEWTASK,
             task::CATEGORY,
             task::EVENT,
+        )?;
+        attach_tracepoint(
+            &mut ebpf,
+            programs::CGROUP_ATTACH_TASK,
+            task::ATTACH_CATEGORY,
+            task::ATTACH_EVENT,
         )?;
         let seeded = {
             let map = ebpf
@@ -141,9 +163,11 @@ impl Sensors {
                 name: maps::TASKS,
                 source,
             })?;
-            task::seed_from_proc(&mut tasks, proc_root).map_err(|source| SensorError::Map {
-                name: maps::TASKS,
-                source,
+            task::seed_from_proc(&mut tasks, proc_root, &attribution.tracked).map_err(|source| {
+                SensorError::Map {
+                    name: maps::TASKS,
+                    source,
+                }
             })?
         };
         log::debug!("recorded {seeded} running threads in {}", maps::TASKS);

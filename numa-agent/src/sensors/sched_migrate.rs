@@ -1,6 +1,8 @@
 //! Userspace half of the `sched:sched_migrate_task` probe: the load-time config read
 //! from the kernel's format file, and decoding of the records it sends.
-use numa_common::{COMM_LEN, MigrateConfig, MigrateRecord, NODE_UNKNOWN, Probe, steal_type};
+use numa_common::{
+    CGROUP_SLOTS, COMM_LEN, MigrateConfig, MigrateRecord, NODE_UNKNOWN, Probe, steal_type,
+};
 
 use crate::{
     topology::NodeId,
@@ -78,6 +80,9 @@ pub struct Migration {
     /// Thread group of the moved thread as the kernel recorded it, if it did.
     pub tgid: Option<u32>,
     pub comm: String,
+    /// The thread group's cgroup ids as the kernel knew them at the event, per
+    /// `numa_common::CGROUP_SLOT_*`; 0 = not known.
+    pub cgroup_ids: [u64; CGROUP_SLOTS],
 }
 
 /// Decode one ring-buffer record of this probe; `None` if it is not one.
@@ -103,6 +108,7 @@ pub fn decode(bytes: &[u8]) -> Option<Migration> {
         actor_tgid: r.actor_tgid,
         tgid: (r.tgid != 0).then_some(r.tgid),
         comm: comm_to_string(&r.comm),
+        cgroup_ids: r.cgroup_ids,
     })
 }
 
@@ -182,6 +188,7 @@ mod tests {
             actor_tgid: 15,
             tgid: 6,
             comm,
+            cgroup_ids: [11, 22],
         };
         // SAFETY: reading the bytes of a Pod value.
         let bytes = unsafe {
@@ -193,6 +200,7 @@ mod tests {
             (7, Some(6), Some(0), None)
         );
         assert_eq!((m.steal_type, m.comm.as_str()), (StealType::Forced, "pin0"));
+        assert_eq!(m.cgroup_ids, [11, 22]);
         assert_eq!(decode(&bytes[..10]), None);
     }
 }

@@ -32,6 +32,10 @@ enum Workload {
         /// Sleep this long between flips (a steady, gentle migration rate).
         #[arg(long, default_value_t = 0)]
         pause_ms: u64,
+        /// Name both threads this (their `comm`, at most 15 bytes) instead of
+        /// `numa-workload` / `numa-flip`.
+        #[arg(long)]
+        comm: Option<String>,
     },
     /// Map `--mib` MiB of anonymous memory without huge pages, write every page
     /// (first touch allocates it on the node the memory policy picks), print where
@@ -67,10 +71,16 @@ fn main() -> anyhow::Result<()> {
             cpus,
             no_wait,
             pause_ms,
+            comm,
         } => {
             let cpus = [cpus[0], cpus[1]];
+            if let Some(name) = &comm {
+                let c = std::ffi::CString::new(name.as_str()).context("--comm")?;
+                // SAFETY: PR_SET_NAME copies at most 16 bytes from a NUL-terminated string.
+                unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) };
+            }
             let worker = thread::Builder::new()
-                .name("numa-flip".into())
+                .name(comm.unwrap_or_else(|| "numa-flip".into()))
                 .spawn(move || -> io::Result<()> {
                     println!("tid {}", pin::gettid());
                     io::stdout().flush()?;

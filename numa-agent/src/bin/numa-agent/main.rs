@@ -86,7 +86,9 @@ struct RunArgs {
     )]
     sysfs_root: PathBuf,
 
-    /// Resolve thread ids under this proc mount (`/host/proc` in a container).
+    /// Resolve thread ids under this proc mount (`/host/proc` in a container). It must
+    /// show the host's pid namespace (the kernel reports host pids): the agent refuses
+    /// to start otherwise.
     #[arg(
         long,
         value_name = "DIR",
@@ -125,6 +127,11 @@ struct RunArgs {
     /// without it audit lines go to the log (target `audit`).
     #[arg(long, value_name = "FILE")]
     audit_log: Option<PathBuf>,
+
+    /// Keep a workload's metric series this long after its cgroup is removed (so the
+    /// last increments are scraped), then drop them. E.g. `30s`, `5m`.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    workload_grace: std::time::Duration,
 }
 
 /// A ratio between 0 and 1 inclusive.

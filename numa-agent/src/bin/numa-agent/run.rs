@@ -9,6 +9,7 @@ use anyhow::{Context as _, bail};
 use aya::maps::{MapData, RingBuf};
 use numa_agent::{
     access::{AccessThreshold, AccessWindows, access_error},
+    cgroup::IdPaths,
     errors::{NumaAccessError, NumaStealError},
     events::{AccessEvent, BootClock, EventWriter, StealEvent},
     metrics::{self, Metrics},
@@ -19,6 +20,7 @@ use numa_agent::{
     steal::{StealClassifier, StealReport},
     topology::Topology,
     tracefs::Tracefs,
+    workload::{self, WorkloadMetrics, WorkloadResolver},
 };
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -61,7 +63,10 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         Some(dir) => Tracefs::at(dir),
         None => Tracefs::discover().context("locating tracefs")?,
     };
-    let (mut sensors, ring) = Sensors::load(&topology, &tracefs, &args.sysfs_root, &args.proc_root)
+    let attribution =
+        workload::attribution_setup(&args.proc_root).context("setting up workload attribution")?;
+    let (mut sensors, ring) =
+        Sensors::load(&topology, &tracefs, &args.sysfs_root, &args.proc_root, &attribution)
         .context("loading the eBPF sensors")?;
     for p in &sensors.probes {
         log::info!(
@@ -78,6 +83,17 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         Metrics::new(sensors.counters.clone(), &topology, &sensors.probes)
             .context("registering metrics")?,
     );
+    let workload_metrics = WorkloadMetrics::new(
+        attribution
+            .tracked
+            .mode
+            .unwrap_or(numa_agent::cgroup::CgroupMode::None),
+        args.workload_grace,
+    )
+    .context("registering workload metrics")?;
+    metrics
+        .register(Box::new(workload_metrics.clone()))
+        .context("registering workload metrics")?;
 
     // Policy engine (issue 6): only with --policy.
     let policy = if args.policy.is_empty() {
@@ -122,8 +138,15 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     );
 
     let mut pipeline = Pipeline {
-        classifier: StealClassifier::new(args.proc_root.clone()),
+        classifier: StealClassifier::new(args.proc_root.clone())
+            .with_self_tgid(attribution.agent_tgid),
         proc_root: args.proc_root.clone(),
+        agent_tgid: attribution.agent_tgid,
+        resolver: WorkloadResolver::new(
+            IdPaths::new(attribution.tracked.clone()),
+            args.proc_root.clone(),
+        ),
+        workloads: workload_metrics,
         clock: BootClock::new(),
         metrics,
         topology,
@@ -204,6 +227,9 @@ async fn wait_stop(mut rx: watch::Receiver<bool>) {
 struct Pipeline<'a> {
     classifier: StealClassifier,
     proc_root: std::path::PathBuf,
+    agent_tgid: u32,
+    resolver: WorkloadResolver,
+    workloads: WorkloadMetrics,
     clock: BootClock,
     metrics: Arc<Metrics>,
     topology: Topology,
@@ -242,7 +268,7 @@ impl Pipeline<'_> {
         // they are not workloads.
         let kernel_thread = numa_agent::procfs::thread_info(&self.proc_root, window.tgid)
             .is_some_and(|t| t.kernel_thread);
-        if window.tgid == std::process::id() || kernel_thread {
+        if window.tgid == self.agent_tgid || kernel_thread {
             return Ok(());
         }
         self.metrics.record_access(error);
@@ -274,10 +300,13 @@ impl Pipeline<'_> {
         if let Some(policy) = &self.policy {
             policy.record_steal(report.pid, &report.error);
         }
+        let m = &report.migration;
+        let workload = self.resolver.resolve(m, report.pid);
+        self.workloads
+            .record_steal(&workload, self.resolver.liveness_dir(&workload));
         let Some(writer) = &mut self.writer else {
             return Ok(());
         };
-        let m = &report.migration;
         let event = StealEvent {
             kind: NumaStealError::TYPE,
             timestamp: self.clock.rfc3339(m.boot_ns),
@@ -289,6 +318,7 @@ impl Pipeline<'_> {
             dst_cpu: m.dst_cpu,
             distance: report.distance,
             actor_tid: m.actor_tid,
+            workload: &workload,
             message: report.error.to_string(),
         };
         writer.write(&event).context("writing events to stdout")?;
