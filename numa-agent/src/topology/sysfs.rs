@@ -78,7 +78,7 @@ pub(super) fn read(root: &Path) -> Result<SysfsRead, TopologyError> {
             ));
             continue;
         }
-        let cpus = match node_cpus(&dir)? {
+        let cpus = match node_cpus(&dir, &mut warnings)? {
             Some(cpus) => cpus,
             None => {
                 warnings.push(format!(
@@ -219,21 +219,39 @@ fn read_cpus(cpu_dir: &Path) -> Result<(Vec<u32>, Vec<u32>), TopologyError> {
     Ok((possible.unwrap_or(dirs), online))
 }
 
-fn node_cpus(dir: &Path) -> Result<Option<Vec<u32>>, TopologyError> {
+/// The node's CPUs from `cpulist`, else `cpumap`, else `cpuN` links. The kernel prints
+/// `cpulist` and `cpumap` from the same mask (`node_read_cpumap`), so when both exist
+/// and differ the tree was edited or torn: warn, and trust `cpulist`.
+fn node_cpus(dir: &Path, warnings: &mut Vec<String>) -> Result<Option<Vec<u32>>, TopologyError> {
     let cpulist = dir.join("cpulist");
-    if cpulist.exists() {
-        return parse_list_file(&cpulist).map(Some);
-    }
     let cpumap = dir.join("cpumap");
-    if cpumap.exists() {
+    let from_map = if cpumap.exists() {
         let text = read_trimmed(&cpumap)?;
-        return parse_cpumap(&text)
-            .map(Some)
-            .map_err(|reason| TopologyError::Parse {
-                path: cpumap,
-                text,
-                reason,
-            });
+        Some(parse_cpumap(&text).map_err(|reason| TopologyError::Parse {
+            path: cpumap.clone(),
+            text,
+            reason,
+        })?)
+    } else {
+        None
+    };
+    if cpulist.exists() {
+        let from_list = parse_list_file(&cpulist)?;
+        if let Some(from_map) = from_map
+            && from_map != from_list
+        {
+            warnings.push(format!(
+                "{} says `{}` but {} says `{}`; using cpulist",
+                cpulist.display(),
+                format_cpulist(&from_list),
+                cpumap.display(),
+                format_cpulist(&from_map)
+            ));
+        }
+        return Ok(Some(from_list));
+    }
+    if from_map.is_some() {
+        return Ok(from_map);
     }
     let links = numbered_entries(dir, "cpu")?;
     Ok((!links.is_empty()).then_some(links))
