@@ -32,7 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.drain(i..=i + 1);
     }
     let tarballs: Vec<PathBuf> = if args.is_empty() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/sysfs/hwloc-linux");
+        let dir =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/sysfs/hwloc-linux");
         let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
             .map_err(|e| format!("{}: {e}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))

@@ -11,6 +11,7 @@
 //! collections that grow with the machine (thousands of CPUs, hundreds of nodes).
 pub mod hwloc;
 pub mod output;
+pub mod refresh;
 mod sysfs;
 
 use std::{

@@ -19,10 +19,7 @@ use numa_agent::topology::{
 
 fn fixtures_dir() -> PathBuf {
     std::env::var_os("NUMA_SYSFS_FIXTURES").map_or_else(
-        || {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/fixtures/sysfs/hwloc-linux")
-        },
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/sysfs/hwloc-linux"),
         PathBuf::from,
     )
 }
@@ -81,9 +78,10 @@ fn untar(tarball: &Path, dest: &Path) -> PathBuf {
 /// A node's CPUs read straight from the snapshot: `(cpulist, cpumap)`, each if present.
 fn snapshot_node_cpus(node_dir: &Path) -> (Option<Vec<u32>>, Option<Vec<u32>>) {
     let read = |f: &str| {
-        fs::read_to_string(node_dir.join(f))
-            .ok()
-            .map(|s| s.trim_matches(|c: char| c.is_whitespace() || c == '\0').to_owned())
+        fs::read_to_string(node_dir.join(f)).ok().map(|s| {
+            s.trim_matches(|c: char| c.is_whitespace() || c == '\0')
+                .to_owned()
+        })
     };
     let list = read("cpulist").map(|t| parse_cpulist(&t).expect("cpulist"));
     let map = read("cpumap").map(|t| parse_cpumap(&t).expect("cpumap"));
@@ -127,7 +125,7 @@ fn parse_console(text: &str) -> Console {
         .map(|l| (l.len() - l.trim_start().len(), l.trim_start()))
         .collect();
     let kind = |l: &str| -> String {
-        l.split(|c: char| c == ' ' || c == '(' || c == '[')
+        l.split([' ', '(', '['])
             .next()
             .unwrap_or_default()
             .to_owned()
@@ -168,7 +166,10 @@ fn parse_console(text: &str) -> Console {
         c.nodes.insert(p, pus);
     }
     for (k, line) in lines.iter().enumerate() {
-        if let Some(rest) = line.split("processors not represented in topology: ").nth(1) {
+        if let Some(rest) = line
+            .split("processors not represented in topology: ")
+            .nth(1)
+        {
             let mask = rest.trim().replace("0x", "");
             c.not_represented = parse_cpumap(&mask).expect("mask").into_iter().collect();
         }
@@ -182,7 +183,9 @@ fn parse_console(text: &str) -> Console {
                 .map(|v| v.parse().expect("header index"))
                 .collect();
             for row in &lines[k + 2..k + 2 + header.len()] {
-                let mut v = row.split_whitespace().map(|v| v.parse::<u32>().expect("value"));
+                let mut v = row
+                    .split_whitespace()
+                    .map(|v| v.parse::<u32>().expect("value"));
                 let from = v.next().expect("row index");
                 for (to, d) in header.iter().zip(v) {
                     c.latency.insert((logical_to_p[&from], logical_to_p[to]), d);
@@ -233,7 +236,9 @@ fn check_snapshot(tarball: &Path, helper: &Path) -> (Vec<String>, String) {
                 // be reported, and cpulist used.
                 let file = format!("node{id}/cpulist");
                 if !loaded.sysfs_warnings.iter().any(|w| w.contains(&file)) {
-                    fails.push(format!("{name}: node{id} cpulist != cpumap was not reported"));
+                    fails.push(format!(
+                        "{name}: node{id} cpulist != cpumap was not reported"
+                    ));
                 }
                 inconsistencies.push(format!(
                     "node{id} cpulist {} != cpumap {}",
@@ -255,7 +260,10 @@ fn check_snapshot(tarball: &Path, helper: &Path) -> (Vec<String>, String) {
     }
     for n in &t.nodes {
         if n.has_cpu == n.cpus.is_empty() {
-            fails.push(format!("{name}: node {} has_cpu={} with CPUs {:?}", n.id, n.has_cpu, n.cpus));
+            fails.push(format!(
+                "{name}: node {} has_cpu={} with CPUs {:?}",
+                n.id, n.has_cpu, n.cpus
+            ));
         }
     }
 
@@ -269,7 +277,12 @@ fn check_snapshot(tarball: &Path, helper: &Path) -> (Vec<String>, String) {
     } else {
         let c = parse_console(&console_text);
         let online: BTreeSet<u32> = t.online_cpus.iter().copied().collect();
-        let cpu_nodes: BTreeSet<u32> = t.nodes.iter().filter(|n| n.has_cpu).flat_map(|n| n.cpus.clone()).collect();
+        let cpu_nodes: BTreeSet<u32> = t
+            .nodes
+            .iter()
+            .filter(|n| n.has_cpu)
+            .flat_map(|n| n.cpus.clone())
+            .collect();
         for (&id, pus) in &c.nodes {
             let Some(node) = t.node(id) else {
                 fails.push(format!("{name}: console node {id} is not in the topology"));
@@ -281,7 +294,9 @@ fn check_snapshot(tarball: &Path, helper: &Path) -> (Vec<String>, String) {
                     .cpus
                     .iter()
                     .copied()
-                    .filter(|c| (online.is_empty() || online.contains(c)) && !cpu_nodes_shared(t, *c, id))
+                    .filter(|c| {
+                        (online.is_empty() || online.contains(c)) && !cpu_nodes_shared(t, *c, id)
+                    })
                     .filter(|cpu| !c.not_represented.contains(cpu))
                     .collect();
                 if &expected != pus {
@@ -293,7 +308,10 @@ fn check_snapshot(tarball: &Path, helper: &Path) -> (Vec<String>, String) {
                 }
             } else if !pus.is_subset(&cpu_nodes) {
                 // A CPU-less node hangs under the CPUs nearest to it.
-                fails.push(format!("{name}: CPU-less node {id} under PUs {} outside every node", fmt(pus)));
+                fails.push(format!(
+                    "{name}: CPU-less node {id} under PUs {} outside every node",
+                    fmt(pus)
+                ));
             }
         }
         let console_ids: BTreeSet<u32> = c.nodes.keys().copied().collect();
@@ -332,7 +350,10 @@ fn check_snapshot(tarball: &Path, helper: &Path) -> (Vec<String>, String) {
     // 3. hwloc on the snapshot: available, and agreeing or disagreeing out loud.
     let hwloc_note = match &loaded.hwloc {
         Some(Ok(_)) if loaded.disagreements.is_empty() => "hwloc agrees".to_owned(),
-        Some(Ok(_)) => format!("hwloc DISAGREES (reported): {}", loaded.disagreements.join("; ")),
+        Some(Ok(_)) => format!(
+            "hwloc DISAGREES (reported): {}",
+            loaded.disagreements.join("; ")
+        ),
         Some(Err(e)) => {
             fails.push(format!("{name}: hwloc could not read the snapshot: {e}"));
             format!("hwloc FAILED: {e}")
@@ -368,7 +389,10 @@ fn cpu_nodes_shared(t: &Topology, cpu: u32, id: u32) -> bool {
 }
 
 fn fmt(set: &BTreeSet<u32>) -> String {
-    format!("[{}]", format_cpulist(&set.iter().copied().collect::<Vec<_>>()))
+    format!(
+        "[{}]",
+        format_cpulist(&set.iter().copied().collect::<Vec<_>>())
+    )
 }
 
 #[test]

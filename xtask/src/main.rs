@@ -67,17 +67,18 @@ fn main() -> Result<()> {
             // Needs hwloc and bzip2 but not the eBPF programs: no `cargo()` here.
             setup::ensure_apt(setup::APT_PACKAGES)?;
             let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-            cmd.current_dir(workspace_root()).args([
-                "run",
-                "--locked",
-                "--release",
-                "--package",
-                "numa-agent",
-                "--example",
-                "topology_load_time",
-                "--",
-            ])
-            .args(args);
+            cmd.current_dir(workspace_root())
+                .args([
+                    "run",
+                    "--locked",
+                    "--release",
+                    "--package",
+                    "numa-agent",
+                    "--example",
+                    "topology_load_time",
+                    "--",
+                ])
+                .args(args);
             run_checked(cmd)
         }
     }

@@ -191,6 +191,15 @@ fn attach_tracepoint(
     Ok(())
 }
 
+impl Sensors {
+    /// Rewrite the cpu->node map from a re-read topology (a CPU turned up in no node).
+    /// Node ids above the one the maps were sized for stay counted as unknown until
+    /// the agent restarts.
+    pub fn update_topology(&mut self, topology: &Topology) -> Result<(), SensorError> {
+        write_cpu_nodes(&mut self._ebpf, topology)
+    }
+}
+
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, SensorError> {
     ebpf.take_map(name).ok_or(SensorError::MissingMap { name })
 }
