@@ -136,24 +136,14 @@ mod tests {
     }
 
     fn topology() -> Topology {
-        Topology {
-            nodes: vec![
-                Node {
-                    id: 0,
-                    cpus: vec![0],
-                },
-                Node {
-                    id: 3,
-                    cpus: vec![1],
-                },
-            ],
-            distances: Map::from([
+        Topology::from_parts(
+            vec![Node::new(0, vec![0]), Node::new(3, vec![1])],
+            Map::from([
                 (0, Map::from([(0, 10), (3, 31)])),
                 (3, Map::from([(0, 41), (3, 10)])),
             ]),
-            possible_cpus: 2,
-            source: "test".into(),
-        }
+            "test",
+        )
     }
 
     #[test]

@@ -91,24 +91,14 @@ mod tests {
     use crate::{sensors::sched_migrate::StealType, topology::Node};
 
     fn topology() -> Topology {
-        Topology {
-            nodes: vec![
-                Node {
-                    id: 0,
-                    cpus: vec![0],
-                },
-                Node {
-                    id: 1,
-                    cpus: vec![1],
-                },
-            ],
-            distances: BTreeMap::from([
+        Topology::from_parts(
+            vec![Node::new(0, vec![0]), Node::new(1, vec![1])],
+            BTreeMap::from([
                 (0, BTreeMap::from([(0, 10), (1, 21)])),
                 (1, BTreeMap::from([(0, 21), (1, 10)])),
             ]),
-            possible_cpus: 2,
-            source: "test".into(),
-        }
+            "test",
+        )
     }
 
     fn migration(tid: u32, src: Option<u32>, dst: Option<u32>) -> Migration {

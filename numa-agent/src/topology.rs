@@ -1,18 +1,29 @@
-//! The machine's NUMA topology: which node each CPU belongs to and how far nodes
-//! are from each other. One `Topology` value is the single source of truth; the BPF
-//! cpu->node map is written from it and nothing else parses these sysfs files.
+//! The machine's NUMA topology: nodes by their OS ids, their CPUs and memory, how far
+//! nodes are from each other, possible vs online CPUs. One `Topology` value is the
+//! single source of truth; the BPF cpu->node map is written from it and nothing else
+//! parses these sysfs files.
 //!
-//! Read from `<sysfs-root>/devices/system/node` (drivers/base/node.c):
-//! `online` and `possible` are cpulists of node ids, `nodeN/cpulist` the CPUs of
-//! node N, `nodeN/distance` one row of the SLIT-style matrix with one column per
-//! *online* node, in ascending id order (column k is the k-th online node).
+//! Two sources must agree: sysfs read directly ([`sysfs`], the one used) and hwloc
+//! ([`hwloc`], a cross-check that sees the same kernel through another parser). A
+//! disagreement is reported, never silently resolved; sysfs wins.
+//!
+//! Nothing here is capped: node ids and CPU ids are plain integers in ordered
+//! collections that grow with the machine (thousands of CPUs, hundreds of nodes).
+pub mod hwloc;
+pub mod output;
+pub mod refresh;
+mod sysfs;
+
 use std::{
-    collections::BTreeMap,
-    fs, io,
+    collections::{BTreeMap, BTreeSet},
+    io,
     path::{Path, PathBuf},
 };
 
 use thiserror::Error;
+
+use self::hwloc::{HwlocError, HwlocView};
+pub use self::sysfs::parse_cpumap;
 
 /// A NUMA node id as the kernel numbers it. Never re-indexed: ids can be sparse.
 pub type NodeId = u32;
@@ -36,80 +47,178 @@ pub enum TopologyError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Node {
     pub id: NodeId,
-    /// Ascending CPU ids.
+    /// Ascending CPU ids the kernel lists for the node (offline ones included when the
+    /// kernel lists them).
     pub cpus: Vec<u32>,
+    /// `MemTotal` of the node; `None` when sysfs does not say (no `meminfo`).
+    pub memory_bytes: Option<u64>,
+    pub has_cpu: bool,
+    pub has_memory: bool,
+}
+
+impl Node {
+    /// A node with these CPUs and memory of unknown size (tests, declared splits).
+    pub fn new(id: NodeId, mut cpus: Vec<u32>) -> Self {
+        cpus.sort_unstable();
+        cpus.dedup();
+        Self {
+            id,
+            has_cpu: !cpus.is_empty(),
+            cpus,
+            memory_bytes: None,
+            has_memory: true,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Topology {
     /// Ascending node ids.
     pub nodes: Vec<Node>,
-    /// `distances[from][to]`, as the kernel gives it (row = initiator). Empty when the
-    /// kernel exposes no `distance` files: unknown, not zero.
+    /// `distances[from][to]`, as the kernel gives it (row = initiator, asymmetry
+    /// kept). A missing row or entry is unknown, not zero.
     pub distances: BTreeMap<NodeId, BTreeMap<NodeId, u32>>,
-    /// Number of possible CPU ids (highest possible id + 1): BPF maps indexed by CPU
-    /// are sized from it, so a CPU brought online later still has a slot.
+    /// Number of CPU ids (highest possible id + 1): BPF maps indexed by CPU are sized
+    /// from it, so a CPU brought online later still has a slot.
     pub possible_cpus: u32,
-    /// Where it was read from, for logs and `topology` output.
+    /// Online CPU ids, ascending.
+    pub online_cpus: Vec<u32>,
+    /// Where it was read from and whether hwloc agreed, for logs and output.
     pub source: String,
 }
 
-impl Topology {
-    /// Read the topology under `sysfs_root` (`/sys` on a host, `/host/sys` in a pod).
-    pub fn from_sysfs(sysfs_root: &Path) -> Result<Self, TopologyError> {
-        let node_dir = sysfs_root.join("devices/system/node");
-        let possible_cpus = possible_cpu_count(sysfs_root)?;
-        if !node_dir.is_dir() {
-            // A kernel without CONFIG_NUMA: one node 0 holding every online CPU.
-            let online = sysfs_root.join("devices/system/cpu/online");
-            let cpus = parse_cpulist_file(&online)?;
-            let possible_cpus = possible_cpus.max(cpus.last().map_or(0, |c| c + 1));
-            return Ok(Self {
-                nodes: vec![Node { id: 0, cpus }],
-                distances: BTreeMap::new(),
-                possible_cpus,
-                source: format!("sysfs {} (no NUMA: one node)", sysfs_root.display()),
-            });
-        }
+/// A topology together with what the sources said about it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub topology: Topology,
+    /// Oddities inside sysfs itself (a CPU in several nodes, a short distance row).
+    pub sysfs_warnings: Vec<String>,
+    /// Where hwloc and sysfs disagree; empty when they agree or hwloc was not asked.
+    pub disagreements: Vec<String>,
+    /// hwloc's view, or why there is none.
+    pub hwloc: Option<Result<HwlocView, HwlocError>>,
+}
 
-        let online_file = node_dir.join("online");
-        let online: Vec<NodeId> = if online_file.exists() {
-            parse_cpulist_file(&online_file)?
-        } else {
-            node_ids_in(&node_dir)?
+impl Loaded {
+    /// Every warning worth showing an operator, one line each.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.sysfs_warnings.clone();
+        out.extend(
+            self.disagreements
+                .iter()
+                .map(|d| format!("hwloc and sysfs disagree: {d} (using sysfs)")),
+        );
+        match &self.hwloc {
+            Some(Err(e)) => out.push(format!("hwloc cross-check unavailable: {}", error_chain(e))),
+            Some(Ok(view)) => out.extend(view.messages.iter().map(|m| format!("hwloc: {m}"))),
+            None => {}
+        }
+        out
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(next) = cur {
+        s.push_str(": ");
+        s.push_str(&next.to_string());
+        cur = next.source();
+    }
+    s
+}
+
+/// Whether to cross-check sysfs with hwloc.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HwlocCheck {
+    Off,
+    /// Ask hwloc. Roots other than the live `/sys` are read by `helper hwloc-probe`
+    /// (see [`hwloc`] for why a helper process); `None` limits the check to `/sys`.
+    On {
+        helper: Option<PathBuf>,
+    },
+}
+
+impl Topology {
+    /// Read the topology under `sysfs_root` (`/sys` on a host, `/host/sys` in a pod)
+    /// from sysfs alone; oddities are logged as warnings.
+    pub fn from_sysfs(sysfs_root: &Path) -> Result<Self, TopologyError> {
+        let read = sysfs::read(sysfs_root)?;
+        for w in &read.warnings {
+            log::warn!("topology: {w}");
+        }
+        Ok(read.topology)
+    }
+
+    /// Read sysfs and, if asked, hwloc; compare them. sysfs wins; `source` says how
+    /// the check went.
+    pub fn load(sysfs_root: &Path, check: &HwlocCheck) -> Result<Loaded, TopologyError> {
+        let read = sysfs::read(sysfs_root)?;
+        let mut topology = read.topology;
+        let hwloc = match check {
+            HwlocCheck::Off => None,
+            HwlocCheck::On { helper } => Some(hwloc::discover(sysfs_root, helper.as_deref())),
         };
-        let mut nodes = Vec::with_capacity(online.len());
-        let mut distances = BTreeMap::new();
-        for &id in &online {
-            let dir = node_dir.join(format!("node{id}"));
-            let cpus = parse_cpulist_file(&dir.join("cpulist"))?;
-            nodes.push(Node { id, cpus });
-            let distance_file = dir.join("distance");
-            if distance_file.exists() {
-                let row = parse_distance_row(&distance_file, &online)?;
-                distances.insert(id, row);
-            }
-        }
-        // A matrix with missing rows is as unknown as no matrix at all.
-        if distances.len() != nodes.len() {
-            distances.clear();
-        }
-        let max_cpu = nodes.iter().flat_map(|n| n.cpus.last()).max();
-        let possible_cpus = possible_cpus.max(max_cpu.map_or(0, |c| c + 1));
-        Ok(Self {
-            nodes,
-            distances,
-            possible_cpus,
-            source: format!("sysfs {}", sysfs_root.display()),
+        let disagreements = match &hwloc {
+            Some(Ok(view)) => compare(&topology, view),
+            _ => Vec::new(),
+        };
+        topology.source = match &hwloc {
+            None => topology.source,
+            Some(Err(_)) => format!("{}; hwloc unavailable", topology.source),
+            Some(Ok(_)) if disagreements.is_empty() => format!("{}; hwloc agrees", topology.source),
+            Some(Ok(_)) => format!(
+                "{}; hwloc disagrees ({} difference(s)), sysfs used",
+                topology.source,
+                disagreements.len()
+            ),
+        };
+        Ok(Loaded {
+            topology,
+            sysfs_warnings: read.warnings,
+            disagreements,
+            hwloc,
         })
     }
 
-    /// Node of `cpu`, or `None` for a CPU no node lists.
+    /// A topology from parts (declared splits, tests): CPUs of the nodes are taken as
+    /// the online and possible ones.
+    pub fn from_parts(
+        mut nodes: Vec<Node>,
+        distances: BTreeMap<NodeId, BTreeMap<NodeId, u32>>,
+        source: impl Into<String>,
+    ) -> Self {
+        nodes.sort_by_key(|n| n.id);
+        let online: BTreeSet<u32> = nodes.iter().flat_map(|n| n.cpus.iter().copied()).collect();
+        Self {
+            possible_cpus: online.last().map_or(0, |c| c + 1),
+            online_cpus: online.into_iter().collect(),
+            nodes,
+            distances,
+            source: source.into(),
+        }
+    }
+
+    /// The node with this id.
+    pub fn node(&self, id: NodeId) -> Option<&Node> {
+        self.nodes
+            .binary_search_by_key(&id, |n| n.id)
+            .ok()
+            .map(|i| &self.nodes[i])
+    }
+
+    /// Node of `cpu`, or `None` for a CPU no node lists. A CPU several nodes list
+    /// belongs to the lowest of them (a warning said so at load).
     pub fn node_of_cpu(&self, cpu: u32) -> Option<NodeId> {
         self.nodes
             .iter()
             .find(|n| n.cpus.binary_search(&cpu).is_ok())
             .map(|n| n.id)
+    }
+
+    /// CPUs of `node`, ascending; `None` for a node that does not exist.
+    pub fn cpus_of(&self, node: NodeId) -> Option<&[u32]> {
+        self.node(node).map(|n| n.cpus.as_slice())
     }
 
     /// Distance from initiator `from` to target `to`, if the kernel gave one.
@@ -122,13 +231,40 @@ impl Topology {
         self.nodes.last().map(|n| n.id)
     }
 
+    /// Nearest node with memory for an initiator on `node`: itself when it has
+    /// memory, else the memory node at the smallest distance from it (lowest id on a
+    /// tie, as the kernel's `find_next_best_node` prefers). `None` without distances.
+    pub fn nearest_memory_node(&self, node: NodeId) -> Option<NodeId> {
+        let this = self.node(node)?;
+        if this.has_memory {
+            return Some(node);
+        }
+        self.nodes
+            .iter()
+            .filter(|n| n.has_memory)
+            .filter_map(|n| Some((self.distance(node, n.id)?, n.id)))
+            .min()
+            .map(|(_, id)| id)
+    }
+
+    /// Online CPUs that no node lists (just hot-plugged): counted under the unknown
+    /// node until the topology is re-read.
+    pub fn unknown_cpus(&self) -> Vec<u32> {
+        self.online_cpus
+            .iter()
+            .copied()
+            .filter(|&c| self.node_of_cpu(c).is_none())
+            .collect()
+    }
+
     /// `cpu -> node` for every possible CPU id, `None` where no node lists it.
     pub fn cpu_to_node(&self) -> Vec<Option<NodeId>> {
         let mut map = vec![None; self.possible_cpus as usize];
         for node in &self.nodes {
             for &cpu in &node.cpus {
                 if let Some(slot) = map.get_mut(cpu as usize) {
-                    *slot = Some(node.id);
+                    // First (lowest) node wins, as in `node_of_cpu`.
+                    slot.get_or_insert(node.id);
                 }
             }
         }
@@ -136,44 +272,108 @@ impl Topology {
     }
 }
 
-fn read_trimmed(path: &Path) -> Result<String, TopologyError> {
-    fs::read_to_string(path)
-        .map(|s| s.trim().to_owned())
-        .map_err(|source| TopologyError::Read {
-            path: path.to_path_buf(),
-            source,
-        })
-}
-
-/// `devices/system/cpu/possible` as a count; 0 when the file is absent (snapshots).
-fn possible_cpu_count(sysfs_root: &Path) -> Result<u32, TopologyError> {
-    let path = sysfs_root.join("devices/system/cpu/possible");
-    if !path.exists() {
-        return Ok(0);
+/// Where hwloc's view differs from the sysfs topology, one line per difference.
+///
+/// Compared: node ids; per node, the CPUs (hwloc's `complete_cpuset`, which keeps
+/// offline and disallowed CPUs like the kernel's node lists) and `local_memory`
+/// against `MemTotal`; the distance matrix.
+pub fn compare(sysfs: &Topology, hwloc: &HwlocView) -> Vec<String> {
+    let mut out = Vec::new();
+    let ours: BTreeSet<NodeId> = sysfs.nodes.iter().map(|n| n.id).collect();
+    let theirs: BTreeSet<NodeId> = hwloc.nodes.iter().map(|n| n.id).collect();
+    let only_sysfs: Vec<u32> = ours.difference(&theirs).copied().collect();
+    let only_hwloc: Vec<u32> = theirs.difference(&ours).copied().collect();
+    if !only_sysfs.is_empty() {
+        out.push(format!(
+            "nodes {} are in sysfs but not in hwloc",
+            format_cpulist(&only_sysfs)
+        ));
     }
-    Ok(parse_cpulist_file(&path)?.last().map_or(0, |c| c + 1))
-}
-
-fn node_ids_in(node_dir: &Path) -> Result<Vec<NodeId>, TopologyError> {
-    let entries = fs::read_dir(node_dir).map_err(|source| TopologyError::Read {
-        path: node_dir.to_path_buf(),
-        source,
-    })?;
-    let mut ids: Vec<NodeId> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix("node")?.parse().ok())
-        .collect();
-    ids.sort_unstable();
-    Ok(ids)
-}
-
-fn parse_cpulist_file(path: &Path) -> Result<Vec<u32>, TopologyError> {
-    let text = read_trimmed(path)?;
-    parse_cpulist(&text).map_err(|reason| TopologyError::Parse {
-        path: path.to_path_buf(),
-        text,
-        reason,
-    })
+    if !only_hwloc.is_empty() {
+        out.push(format!(
+            "nodes {} are in hwloc but not in sysfs",
+            format_cpulist(&only_hwloc)
+        ));
+    }
+    // hwloc leaves offline CPUs out of every cpuset, complete ones included (seen on
+    // the offline-CPU snapshots), while old kernels list them in `nodeN/cpulist`:
+    // compare the online part.
+    let online: BTreeSet<u32> = sysfs.online_cpus.iter().copied().collect();
+    let is_online = |c: &u32| online.is_empty() || online.contains(c);
+    let cpu_nodes: Vec<&Node> = sysfs.nodes.iter().filter(|n| n.has_cpu).collect();
+    for h in &hwloc.nodes {
+        let Some(s) = sysfs.node(h.id) else { continue };
+        let sysfs_cpus: Vec<u32> = s.cpus.iter().copied().filter(is_online).collect();
+        let agrees = if s.has_cpu {
+            sysfs_cpus == h.complete_cpus
+        } else {
+            // hwloc gives a CPU-less node the cpuset of its locality, the CPUs of the
+            // node(s) it hangs under (from `accessN/initiators` or distances), so a
+            // CPU-less node agrees if that cpuset is whole sysfs nodes' CPUs.
+            let mut covered: Vec<u32> = cpu_nodes
+                .iter()
+                .filter(|n| {
+                    n.cpus
+                        .iter()
+                        .filter(|c| is_online(c))
+                        .all(|c| h.complete_cpus.binary_search(c).is_ok())
+                })
+                .flat_map(|n| n.cpus.iter().copied().filter(is_online))
+                .collect();
+            covered.sort_unstable();
+            covered.dedup();
+            covered == h.complete_cpus
+        };
+        if !agrees {
+            out.push(format!(
+                "node {}: sysfs CPUs `{}` (online part `{}`), hwloc CPUs `{}`",
+                h.id,
+                format_cpulist(&s.cpus),
+                format_cpulist(&sysfs_cpus),
+                format_cpulist(&h.complete_cpus)
+            ));
+        }
+        if let (Some(a), Some(b)) = (s.memory_bytes, h.memory_bytes)
+            && a != b
+        {
+            out.push(format!(
+                "node {}: sysfs MemTotal {a} bytes, hwloc local memory {b} bytes",
+                h.id
+            ));
+        }
+    }
+    let common: Vec<NodeId> = ours.intersection(&theirs).copied().collect();
+    if common.len() <= 1 && hwloc.distances.is_empty() {
+        // hwloc keeps no matrix for a single node; nothing to compare.
+        return out;
+    }
+    let mut differing = Vec::new();
+    let mut only_one_side = 0usize;
+    for &a in &common {
+        for &b in &common {
+            let s = sysfs.distance(a, b).map(u64::from);
+            let h = hwloc.distances.get(&a).and_then(|r| r.get(&b)).copied();
+            match (s, h) {
+                (Some(s), Some(h)) if s != h => differing.push(format!("{a}->{b}: {s} vs {h}")),
+                (Some(_), None) | (None, Some(_)) => only_one_side += 1,
+                _ => {}
+            }
+        }
+    }
+    if !differing.is_empty() {
+        out.push(format!(
+            "distances differ (sysfs vs hwloc): {}",
+            differing.join(", ")
+        ));
+    }
+    if only_one_side > 0 {
+        out.push(format!(
+            "{only_one_side} distance(s) known to only one of sysfs ({} rows) and hwloc ({} rows)",
+            sysfs.distances.len(),
+            hwloc.distances.len()
+        ));
+    }
+    out
 }
 
 /// A kernel "cpulist" (`bitmap_parselist`, lib/bitmap-str.c): `0-3,8,10-11`, possibly
@@ -220,129 +420,29 @@ pub fn parse_cpulist(text: &str) -> Result<Vec<u32>, String> {
     Ok(out)
 }
 
-fn parse_distance_row(
-    path: &Path,
-    online: &[NodeId],
-) -> Result<BTreeMap<NodeId, u32>, TopologyError> {
-    let text = read_trimmed(path)?;
-    let parse_err = |reason: String| TopologyError::Parse {
-        path: path.to_path_buf(),
-        text: text.clone(),
-        reason,
-    };
-    let values: Vec<u32> = text
-        .split_whitespace()
-        .map(|v| {
-            v.parse::<u32>()
-                .map_err(|e| parse_err(format!("`{v}`: {e}")))
-        })
-        .collect::<Result<_, _>>()?;
-    if values.len() != online.len() {
-        return Err(parse_err(format!(
-            "{} columns for {} online nodes",
-            values.len(),
-            online.len()
-        )));
+/// Ascending ids as a kernel cpulist (`0-3,8`); the inverse of [`parse_cpulist`].
+pub fn format_cpulist(ids: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < ids.len() {
+        let start = ids[i];
+        let mut end = start;
+        while i + 1 < ids.len() && ids[i + 1] == end + 1 {
+            i += 1;
+            end = ids[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}-{end}"));
+        }
+        i += 1;
     }
-    Ok(online.iter().copied().zip(values).collect())
+    out
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn write(root: &Path, rel: &str, text: &str) {
-        let path = root.join(rel);
-        fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        fs::write(path, text).expect("write");
-    }
-
-    #[test]
-    fn cpulists() {
-        assert_eq!(
-            parse_cpulist("0-3,8,10-11\n"),
-            Ok(vec![0, 1, 2, 3, 8, 10, 11])
-        );
-        assert_eq!(parse_cpulist(""), Ok(vec![]));
-        assert_eq!(parse_cpulist("0-7:2/4"), Ok(vec![0, 1, 4, 5]));
-        assert!(parse_cpulist("3-1").is_err());
-        assert!(parse_cpulist("a").is_err());
-    }
-
-    #[test]
-    fn declared_two_node_split() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path();
-        write(root, "devices/system/node/online", "0-1\n");
-        write(root, "devices/system/node/node0/cpulist", "0\n");
-        write(root, "devices/system/node/node1/cpulist", "1\n");
-        write(root, "devices/system/node/node0/distance", "10 21\n");
-        write(root, "devices/system/node/node1/distance", "21 10\n");
-        let t = Topology::from_sysfs(root).expect("topology");
-        assert_eq!(t.nodes.len(), 2);
-        assert_eq!(
-            (t.node_of_cpu(0), t.node_of_cpu(1), t.node_of_cpu(2)),
-            (Some(0), Some(1), None)
-        );
-        assert_eq!(t.distance(0, 1), Some(21));
-        assert_eq!(t.cpu_to_node(), vec![Some(0), Some(1)]);
-    }
-
-    #[test]
-    fn distance_columns_follow_online_nodes_not_ids() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path();
-        write(root, "devices/system/node/online", "0,2,5\n");
-        for (id, cpus, row) in [
-            (0, "0", "10 20 30"),
-            (2, "1", "21 10 31"),
-            (5, "", "40 41 10"),
-        ] {
-            write(root, &format!("devices/system/node/node{id}/cpulist"), cpus);
-            write(root, &format!("devices/system/node/node{id}/distance"), row);
-        }
-        let t = Topology::from_sysfs(root).expect("topology");
-        assert_eq!(t.distance(0, 5), Some(30));
-        assert_eq!(
-            t.distance(5, 0),
-            Some(40),
-            "asymmetry kept, row = initiator"
-        );
-        assert_eq!(t.distance(2, 2), Some(10));
-        assert_eq!(t.max_node_id(), Some(5));
-    }
-
-    #[test]
-    fn no_node_directory_means_one_node() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        write(dir.path(), "devices/system/cpu/online", "0-3\n");
-        let t = Topology::from_sysfs(dir.path()).expect("topology");
-        assert_eq!(
-            t.nodes,
-            vec![Node {
-                id: 0,
-                cpus: vec![0, 1, 2, 3]
-            }]
-        );
-        assert!(t.distances.is_empty());
-        assert_eq!(t.distance(0, 0), None, "unknown, not zero");
-    }
-
-    #[test]
-    fn bad_distance_row_names_the_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path();
-        write(root, "devices/system/node/online", "0-1\n");
-        write(root, "devices/system/node/node0/cpulist", "0");
-        write(root, "devices/system/node/node1/cpulist", "1");
-        write(root, "devices/system/node/node0/distance", "10");
-        write(root, "devices/system/node/node1/distance", "21 10");
-        let e = Topology::from_sysfs(root)
-            .expect_err("short row")
-            .to_string();
-        assert!(
-            e.contains("node0/distance") && e.contains("1 columns for 2 online nodes"),
-            "{e}"
-        );
-    }
-}
+mod tests;

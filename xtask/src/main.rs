@@ -42,6 +42,13 @@ enum Task {
     /// In-kernel cost of the sensor's programs next to an equivalent bpftrace
     /// one-liner, measured side by side (root required).
     Bench(bench::BenchArgs),
+    /// Time loading the NUMA topology from every real-machine sysfs snapshot (sysfs
+    /// alone, and with the hwloc cross-check). Arguments after `--` go to the timing
+    /// binary: `--rounds N`, or tarballs to time instead of all.
+    BenchTopology {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -64,6 +71,24 @@ fn main() -> Result<()> {
             let agent = build_agent()?;
             let workload = build_workload()?;
             bench::run(&args, &agent, &workload)
+        }
+        Task::BenchTopology { args } => {
+            // Needs hwloc and bzip2 but not the eBPF programs: no `cargo()` here.
+            setup::ensure_apt(setup::APT_PACKAGES)?;
+            let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+            cmd.current_dir(workspace_root())
+                .args([
+                    "run",
+                    "--locked",
+                    "--release",
+                    "--package",
+                    "numa-agent",
+                    "--example",
+                    "topology_load_time",
+                    "--",
+                ])
+                .args(args);
+            run_checked(cmd)
         }
     }
 }

@@ -12,13 +12,20 @@ use anyhow::{Context as _, Result, bail};
 use crate::{run_checked, workspace_root};
 
 /// Debian packages the build and the tests need.
-const APT_PACKAGES: &[&str] = &[
+pub const APT_PACKAGES: &[&str] = &[
     // `numactl` runs test workloads on chosen nodes and reports placement.
     "numactl",
     // `unshare` and `mount` put the agent in its own pid namespace in the attribution
     // tests (--proc-root refusal). Essential on Debian; listed for slim images.
     "util-linux",
     "mount",
+    // hwlocality (numa-agent's topology cross-check) links the system hwloc 2.x found
+    // through pkg-config; hwloc's Linux backend links libudev.
+    "libhwloc-dev",
+    "libudev-dev",
+    "pkg-config",
+    // The topology tests unpack hwloc's real-machine sysfs snapshots (*.tar.bz2).
+    "bzip2",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

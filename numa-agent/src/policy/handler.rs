@@ -345,16 +345,15 @@ mod tests {
     /// Three nodes in a line: 0 -- 1 -- 2 (0 to 2 is farthest).
     fn systems() -> Arc<dyn SystemsContext> {
         let row = |v: [u32; 3]| BTreeMap::from([(0, v[0]), (1, v[1]), (2, v[2])]);
-        Arc::new(FakeSystems(Topology {
-            nodes: (0..3).map(|id| Node { id, cpus: vec![id] }).collect(),
-            distances: BTreeMap::from([
+        Arc::new(FakeSystems(Topology::from_parts(
+            (0..3).map(|id| Node::new(id, vec![id])).collect(),
+            BTreeMap::from([
                 (0, row([10, 20, 30])),
                 (1, row([20, 10, 20])),
                 (2, row([30, 20, 10])),
             ]),
-            possible_cpus: 3,
-            source: "test".into(),
-        }))
+            "test",
+        )))
     }
 
     fn handler(doc: &str) -> PolicyHandler {

@@ -19,8 +19,8 @@ use numa_common::{
 use thiserror::Error;
 
 use crate::{
-    memory_blocks::{MemoryBlocksError, NodePfnRange},
     cgroup::Tracked,
+    memory_blocks::{MemoryBlocksError, NodePfnRange},
     topology::{NodeId, Topology},
     tracefs::{Tracefs, TracefsError},
 };
@@ -244,6 +244,15 @@ where
         .take_map(name)
         .ok_or(SensorError::MissingMap { name })?;
     M::try_from(map).map_err(|source| SensorError::Map { name, source })
+}
+
+impl Sensors {
+    /// Rewrite the cpu->node map from a re-read topology (a CPU turned up in no node).
+    /// Node ids above the one the maps were sized for stay counted as unknown until
+    /// the agent restarts.
+    pub fn update_topology(&mut self, topology: &Topology) -> Result<(), SensorError> {
+        write_cpu_nodes(&mut self._ebpf, topology)
+    }
 }
 
 fn write_cpu_nodes(ebpf: &mut Ebpf, topology: &Topology) -> Result<(), SensorError> {

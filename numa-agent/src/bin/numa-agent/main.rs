@@ -1,6 +1,7 @@
 //! `numa-agent`: the numa-sensor agent's command line.
 mod policy_cmd;
 mod run;
+mod topology_cmd;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
@@ -30,9 +31,20 @@ enum Command {
     /// threads and kernel threads are not), and nothing is acted on. Stops cleanly on
     /// SIGINT/SIGTERM, detaching every program.
     Run(RunArgs),
+
     /// Work with NUMAPolicy documents (`concurrency.gokore.io/v1alpha1`).
     #[command(subcommand)]
     Policy(PolicyCommand),
+
+    /// Print the NUMA topology the agent uses: nodes, their CPUs and memory, the
+    /// distance matrix. Read from sysfs and cross-checked with hwloc; disagreements
+    /// are warned about on stderr and sysfs wins.
+    Topology(TopologyArgs),
+
+    /// Internal: print hwloc's view of the root named by HWLOC_FSROOT as JSON (run
+    /// by `topology` and `run` in a child process; see topology/hwloc.rs).
+    #[command(name = "hwloc-probe", hide = true)]
+    HwlocProbe,
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,6 +68,33 @@ struct ValidateArgs {
         env = "NUMA_SYSFS_ROOT"
     )]
     sysfs_root: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct TopologyArgs {
+    /// Read sysfs under this directory instead of /sys (`/host/sys` in a container,
+    /// or an unpacked snapshot). hwloc reads the directory above it (HWLOC_FSROOT).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/sys",
+        env = "NUMA_SYSFS_ROOT"
+    )]
+    sysfs_root: PathBuf,
+
+    /// `table` for people, `json` for programs (schema in README.md).
+    #[arg(short = 'o', long, value_name = "FORMAT", value_enum, default_value_t = TopologyFormat::Table)]
+    output: TopologyFormat,
+
+    /// Skip the hwloc cross-check.
+    #[arg(long)]
+    no_hwloc: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum TopologyFormat {
+    Table,
+    Json,
 }
 
 #[derive(Debug, clap::Args)]
@@ -160,6 +199,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Policy(PolicyCommand::Validate(args)) => policy_cmd::validate(&args),
+        Command::Topology(args) => topology_cmd::run(args),
+        Command::HwlocProbe => topology_cmd::hwloc_probe(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

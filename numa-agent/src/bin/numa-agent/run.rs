@@ -18,7 +18,7 @@ use numa_agent::{
     privileges,
     sensors::{Sensors, page_alloc, sched_migrate},
     steal::{StealClassifier, StealReport},
-    topology::Topology,
+    topology::{HwlocCheck, Topology, refresh::Refresher},
     tracefs::Tracefs,
     workload::{self, WorkloadMetrics, WorkloadResolver},
 };
@@ -47,12 +47,22 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     if let Some(message) = privileges::check_tracing() {
         bail!(message);
     }
-    let topology = Topology::from_sysfs(&args.sysfs_root).with_context(|| {
+    let loaded = Topology::load(
+        &args.sysfs_root,
+        &HwlocCheck::On {
+            helper: std::env::current_exe().ok(),
+        },
+    )
+    .with_context(|| {
         format!(
             "reading the NUMA topology under {}",
             args.sysfs_root.display()
         )
     })?;
+    for w in loaded.warnings() {
+        log::warn!("topology: {w}");
+    }
+    let topology = loaded.topology;
     log::info!(
         "topology from {}: {} node(s), {} possible CPU(s)",
         topology.source,
@@ -65,9 +75,14 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     };
     let attribution =
         workload::attribution_setup(&args.proc_root).context("setting up workload attribution")?;
-    let (mut sensors, ring) =
-        Sensors::load(&topology, &tracefs, &args.sysfs_root, &args.proc_root, &attribution)
-        .context("loading the eBPF sensors")?;
+    let (mut sensors, ring) = Sensors::load(
+        &topology,
+        &tracefs,
+        &args.sysfs_root,
+        &args.proc_root,
+        &attribution,
+    )
+    .context("loading the eBPF sensors")?;
     for p in &sensors.probes {
         log::info!(
             "attached {} as {} ({})",
@@ -151,6 +166,8 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         metrics,
         topology,
         policy: policy.clone(),
+        refresher: Refresher::new(args.sysfs_root.clone(), Refresher::DEFAULT_INTERVAL),
+        refreshed: false,
         writer: (args.events == EventsFormat::Json)
             .then(|| EventWriter::new(BufWriter::new(io::stdout().lock()))),
     };
@@ -177,6 +194,11 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                 let mut guard = guard.context("waiting on the ring buffer")?;
                 pipeline.drain(guard.get_inner_mut())?;
                 guard.clear_ready();
+                if std::mem::take(&mut pipeline.refreshed) {
+                    sensors
+                        .update_topology(&pipeline.topology)
+                        .context("rewriting the cpu->node map")?;
+                }
             }
             _ = tick.tick() => pipeline.drain(ring.get_mut())?,
             _ = access_tick.tick() => {
@@ -234,6 +256,10 @@ struct Pipeline<'a> {
     metrics: Arc<Metrics>,
     topology: Topology,
     policy: Option<Arc<PolicyService>>,
+    /// Re-reads the topology when a CPU shows up in no node (hot-plug).
+    refresher: Refresher,
+    /// Set when `topology` was re-read; the loop then rewrites the BPF map.
+    refreshed: bool,
     writer: Option<EventWriter<BufWriter<io::StdoutLock<'a>>>>,
 }
 
@@ -248,6 +274,7 @@ impl Pipeline<'_> {
                 continue;
             };
             drop(item);
+            self.refresh_for(&migration);
             if let Ok(report) = self.classifier.classify(migration, &self.topology) {
                 self.report(&report)?;
             }
@@ -293,6 +320,31 @@ impl Pipeline<'_> {
         };
         writer.write(&event).context("writing events to stdout")?;
         writer.flush().context("writing events to stdout")
+    }
+
+    /// A CPU the kernel map placed in no node: re-read the topology (rate-limited).
+    fn refresh_for(&mut self, m: &sched_migrate::Migration) {
+        for (cpu, node) in [(m.src_cpu, m.src_node), (m.dst_cpu, m.dst_node)] {
+            if node.is_some() {
+                continue;
+            }
+            let now = std::time::Instant::now();
+            match self.refresher.on_cpu(cpu, &self.topology, now) {
+                Some(Ok(fresh)) => {
+                    log::info!(
+                        "topology re-read: CPU {cpu} is now on node {} ({})",
+                        fresh
+                            .node_of_cpu(cpu)
+                            .map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
+                        fresh.source
+                    );
+                    self.topology = fresh;
+                    self.refreshed = true;
+                }
+                Some(Err(e)) => log::warn!("re-reading the topology: {e}"),
+                None => {}
+            }
+        }
     }
 
     fn report(&mut self, report: &StealReport) -> anyhow::Result<()> {

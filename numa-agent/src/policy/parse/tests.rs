@@ -180,21 +180,11 @@ fn allowed_nodes_forms() {
 #[test]
 fn allowed_nodes_warn_about_this_machine() {
     let machine = Machine {
-        topology: crate::topology::Topology {
-            nodes: vec![
-                TopoNode {
-                    id: 0,
-                    cpus: vec![0],
-                },
-                TopoNode {
-                    id: 1,
-                    cpus: vec![],
-                },
-            ],
-            distances: BTreeMap::new(),
-            possible_cpus: 1,
-            source: "test".into(),
-        },
+        topology: crate::topology::Topology::from_parts(
+            vec![TopoNode::new(0, vec![0]), TopoNode::new(1, vec![])],
+            BTreeMap::new(),
+            "test",
+        ),
         memory_nodes: Some(vec![0]),
     };
     let parsed = parse_documents(&with_topology("{allowedNodes: [0, 1, 2]}"), Some(&machine));
