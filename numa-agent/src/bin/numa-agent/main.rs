@@ -72,6 +72,25 @@ struct RunArgs {
     /// it on /sys/kernel/tracing when absent).
     #[arg(long, value_name = "DIR")]
     tracefs: Option<PathBuf>,
+
+    /// Also write the event stream (NDJSON, same schema as `--events json`) to this
+    /// file, rotated by size: FILE.1 is the newest full file, up to FILE.<keep>.
+    #[arg(long, value_name = "FILE", env = "NUMA_EVENTS_FILE")]
+    events_file: Option<PathBuf>,
+
+    /// Rotate --events-file before a line would take it past this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    events_file_max_bytes: u64,
+
+    /// Rotated --events-file copies to keep (0: truncate instead).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    events_file_keep: u32,
+
+    /// Turn on the kernel's per-program run statistics (kernel.bpf_stats_enabled) while
+    /// the agent runs, so numa_bpf_program_run_seconds_total and _runs_total advance.
+    /// Costs two clock reads per run of every eBPF program on the host; off by default.
+    #[arg(long)]
+    bpf_stats: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

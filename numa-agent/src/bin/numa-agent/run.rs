@@ -9,7 +9,9 @@ use aya::maps::{MapData, RingBuf};
 use numa_agent::{
     errors::NumaStealError,
     events::{BootClock, EventWriter, StealEvent},
+    events_file::RotatingFile,
     metrics::{self, Metrics},
+    operator_metrics::{self, BpfProgramCollector},
     privileges,
     sensors::{Sensors, sched_migrate},
     steal::{StealClassifier, StealReport},
@@ -71,6 +73,27 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         Metrics::new(sensors.counters.clone(), &topology, &sensors.probes)
             .context("registering metrics")?,
     );
+    // Held until the function returns: the kernel keeps statistics on while it lives.
+    let _bpf_stats = if args.bpf_stats {
+        Some(operator_metrics::enable_bpf_stats().context(
+            "enabling eBPF run statistics (--bpf-stats; BPF_ENABLE_STATS needs kernel 5.8+ and CAP_SYS_ADMIN)",
+        )?)
+    } else {
+        None
+    };
+    metrics
+        .register(Box::new(
+            BpfProgramCollector::new(sensors.program_fds(), _bpf_stats.is_some())
+                .context("registering eBPF program statistics")?,
+        ))
+        .context("registering eBPF program statistics")?;
+    let events_file = match &args.events_file {
+        Some(path) => Some(EventWriter::new(
+            RotatingFile::open(path, args.events_file_max_bytes, args.events_file_keep)
+                .context("opening --events-file")?,
+        )),
+        None => None,
+    };
 
     let listener = TcpListener::bind(args.metrics_addr)
         .await
@@ -96,7 +119,9 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         topology,
         writer: (args.events == EventsFormat::Json)
             .then(|| EventWriter::new(BufWriter::new(io::stdout().lock()))),
+        file: events_file,
     };
+    pipeline.metrics.set_ready(true);
 
     // SAFETY: the RingBuf owns its map fd, which stays open until `into_inner` below.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -115,6 +140,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         }
     }
 
+    pipeline.metrics.set_ready(false);
     // Detach first so nothing new arrives, then read what is left: no record lost.
     drop(sensors);
     let mut ring = ring.into_inner();
@@ -138,6 +164,8 @@ struct Pipeline<'a> {
     metrics: Arc<Metrics>,
     topology: Topology,
     writer: Option<EventWriter<BufWriter<io::StdoutLock<'a>>>>,
+    /// `--events-file`: the same stream, to a rotated file.
+    file: Option<EventWriter<RotatingFile>>,
 }
 
 impl Pipeline<'_> {
@@ -158,14 +186,17 @@ impl Pipeline<'_> {
         if let Some(w) = &mut self.writer {
             w.flush().context("writing events to stdout")?;
         }
+        if let Some(w) = &mut self.file {
+            w.flush().context("writing events to --events-file")?;
+        }
         Ok(())
     }
 
     fn report(&mut self, report: &StealReport) -> anyhow::Result<()> {
         self.metrics.record_steal(&report.error);
-        let Some(writer) = &mut self.writer else {
+        if self.writer.is_none() && self.file.is_none() {
             return Ok(());
-        };
+        }
         let m = &report.migration;
         let event = StealEvent {
             kind: NumaStealError::TYPE,
@@ -180,7 +211,12 @@ impl Pipeline<'_> {
             actor_tid: m.actor_tid,
             message: report.error.to_string(),
         };
-        writer.write(&event).context("writing events to stdout")?;
+        if let Some(writer) = &mut self.writer {
+            writer.write(&event).context("writing events to stdout")?;
+        }
+        if let Some(file) = &mut self.file {
+            file.write(&event).context("writing events to --events-file")?;
+        }
         Ok(())
     }
 }
