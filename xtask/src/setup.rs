@@ -15,6 +15,11 @@ use crate::{run_checked, workspace_root};
 const APT_PACKAGES: &[&str] = &[
     // `numactl` runs test workloads on chosen nodes and reports placement.
     "numactl",
+    // `prometheus` brings the server and `promtool`: tests scrape the agent with a real
+    // Prometheus, lint the scraped text, and check and unit-test the shipped alert rules.
+    "prometheus",
+    // `tmux` runs `numa-agent attach`'s live view in a real 80x24 terminal in tests.
+    "tmux",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
