@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod ftrace;
 pub mod pin;
+pub mod prom;
 pub mod split;
 
 /// Why a privileged test cannot run here, or `None` when it can.
