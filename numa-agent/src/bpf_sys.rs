@@ -141,20 +141,27 @@ const PERF_TYPE_TRACEPOINT: u32 = 2;
 const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408;
 /// PERF_FLAG_FD_CLOEXEC (include/uapi/linux/perf_event.h).
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
-/// PERF_ATTR_SIZE_VER0: the kernel accepts any known size; the first 64 bytes suffice.
-const PERF_ATTR_SIZE: usize = 64;
+/// PERF_ATTR_SIZE_VER1: up to and including `config2`.
+const PERF_ATTR_SIZE: usize = 72;
 
-/// Attach a `BPF_PROG_TYPE_TRACEPOINT` program to tracepoint `id` (from tracefs
-/// `events/<cat>/<name>/id`) on CPU 0 the way perf does: perf_event_open, then
-/// PERF_EVENT_IOC_SET_BPF. Dropping the returned perf fd detaches.
-pub fn attach_perf_tracepoint(prog: BorrowedFd<'_>, id: u64) -> io::Result<OwnedFd> {
-    // perf_event_attr: u32 type @0, u32 size @4, u64 config @8, u64 sample_period @16.
+/// perf_event_open on CPU 0 for all tasks, then PERF_EVENT_IOC_SET_BPF, the way perf
+/// and libbpf attach tracepoint and kprobe programs. Dropping the fd detaches.
+fn perf_attach(
+    prog: BorrowedFd<'_>,
+    pmu_type: u32,
+    config: u64,
+    config1: u64,
+) -> io::Result<OwnedFd> {
+    // perf_event_attr: u32 type @0, u32 size @4, u64 config @8, u64 sample_period @16,
+    // u64 config1 (kprobe_func) @56, u64 config2 (probe_offset) @64.
     let mut attr = [0u8; PERF_ATTR_SIZE];
-    attr[0..4].copy_from_slice(&PERF_TYPE_TRACEPOINT.to_ne_bytes());
+    attr[0..4].copy_from_slice(&pmu_type.to_ne_bytes());
     attr[4..8].copy_from_slice(&(PERF_ATTR_SIZE as u32).to_ne_bytes());
-    attr[8..16].copy_from_slice(&id.to_ne_bytes());
+    attr[8..16].copy_from_slice(&config.to_ne_bytes());
     attr[16..24].copy_from_slice(&1u64.to_ne_bytes());
-    // SAFETY: a valid perf_event_attr buffer of the declared size.
+    attr[56..64].copy_from_slice(&config1.to_ne_bytes());
+    // SAFETY: a valid perf_event_attr buffer of the declared size; pointers in it
+    // (config1) outlive the call.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_perf_event_open,
@@ -181,4 +188,20 @@ pub fn attach_perf_tracepoint(prog: BorrowedFd<'_>, id: u64) -> io::Result<Owned
         return Err(io::Error::last_os_error());
     }
     Ok(perf)
+}
+
+/// Attach a `BPF_PROG_TYPE_TRACEPOINT` program to tracepoint `id` (tracefs
+/// `events/<category>/<name>/id`).
+pub fn attach_perf_tracepoint(prog: BorrowedFd<'_>, id: u64) -> io::Result<OwnedFd> {
+    perf_attach(prog, PERF_TYPE_TRACEPOINT, id, 0)
+}
+
+/// Attach a `BPF_PROG_TYPE_KPROBE` program at the entry of `func` through the kprobe
+/// PMU (`pmu_type` from /sys/bus/event_source/devices/kprobe/type).
+pub fn attach_perf_kprobe(
+    prog: BorrowedFd<'_>,
+    pmu_type: u32,
+    func: &std::ffi::CStr,
+) -> io::Result<OwnedFd> {
+    perf_attach(prog, pmu_type, 0, func.as_ptr() as u64)
 }

@@ -1,6 +1,7 @@
 //! numa-sensor agent library: topology, tracefs, sensors (eBPF), NUMA errors,
 //! metrics and events. The `numa-agent` binary wires them together.
 pub mod bpf_sys;
+pub mod check;
 pub mod errors;
 pub mod events;
 pub mod events_file;

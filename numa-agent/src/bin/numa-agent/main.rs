@@ -1,4 +1,5 @@
 //! `numa-agent`: the numa-sensor agent's command line.
+mod check;
 mod run;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
@@ -29,6 +30,30 @@ enum Command {
     /// threads and kernel threads are not), and nothing is acted on. Stops cleanly on
     /// SIGINT/SIGTERM, detaching every program.
     Run(RunArgs),
+
+    /// Preflight: can `run` work on this kernel, and what will it not see?
+    ///
+    /// Reports kernel version, BTF, tracefs, lockdown, capabilities held vs needed,
+    /// cgroup mode, numa_balancing and NUMA nodes, then loads and attaches a trivial
+    /// program for every probe variant (detaching at once) and says which attach, which
+    /// the agent uses, and for each that does not, why and what to change. Changes
+    /// nothing. Exit code 0: `run` can work; 1: it cannot (see the FAIL lines).
+    Check(CheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// Print the report as one JSON document instead of lines.
+    #[arg(long)]
+    json: bool,
+
+    /// Read the NUMA topology under this directory (as `run --sysfs-root`).
+    #[arg(long, value_name = "DIR", default_value = "/sys", env = "NUMA_SYSFS_ROOT")]
+    sysfs_root: PathBuf,
+
+    /// Check tracefs at this path instead of the one in /proc/mounts (as `run --tracefs`).
+    #[arg(long, value_name = "DIR")]
+    tracefs: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,6 +131,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Check(args) => return check::check(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
