@@ -1,5 +1,6 @@
 //! numa-sensor agent library: topology, tracefs, sensors (eBPF), NUMA errors,
 //! metrics and events. The `numa-agent` binary wires them together.
+pub mod attach;
 pub mod bpf_sys;
 pub mod check;
 pub mod errors;

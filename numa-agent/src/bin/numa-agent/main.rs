@@ -1,8 +1,9 @@
 //! `numa-agent`: the numa-sensor agent's command line.
+mod attach;
 mod check;
 mod run;
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -39,6 +40,65 @@ enum Command {
     /// the agent uses, and for each that does not, why and what to change. Changes
     /// nothing. Exit code 0: `run` can work; 1: it cannot (see the FAIL lines).
     Check(CheckArgs),
+
+    /// Watch one workload live, without Kubernetes or a running daemon.
+    ///
+    /// Loads the sensor, keeps only the target's records and shows, refreshed every
+    /// second: CPU time per NUMA node, cross-node migrations per second from -> to,
+    /// local vs remote memory accesses (n/a: not sensed yet), and the recent NUMA
+    /// errors. Keys: q/Esc/Ctrl-C quit, s cycles the sort. Ends when the target exits,
+    /// after --duration, or on quit; detaches every program.
+    Attach(AttachArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct TargetArgs {
+    /// Watch this process (all its threads).
+    #[arg(long, value_name = "PID")]
+    pid: Option<u32>,
+
+    /// Watch every process whose command name (/proc/PID/comm, 15 bytes) is NAME,
+    /// including ones that start later; ends when none is left.
+    #[arg(long, value_name = "NAME")]
+    comm: Option<String>,
+
+    /// Watch the processes of this cgroup: a directory under a cgroup mount, or the
+    /// path as /proc/PID/cgroup prints it (looked up under every hierarchy, cgroup2 first).
+    #[arg(long, value_name = "PATH")]
+    cgroup: Option<PathBuf>,
+
+    /// Watch a container's processes, found by its cgroup's name (docker, containerd,
+    /// CRI-O, podman); at least 12 hex digits of the id.
+    #[arg(long, value_name = "ID")]
+    container: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct AttachArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+
+    /// Stream NDJSON to stdout instead of the live view: every NUMAStealError of the
+    /// target (the `run --events json` schema) and one `AttachInterval` per second.
+    #[arg(long)]
+    json: bool,
+
+    /// Stop after this long (e.g. `30s`, `5m`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+
+    /// As `run --sysfs-root`: where the NUMA topology is read (or a declared split).
+    #[arg(long, value_name = "DIR", default_value = "/sys", env = "NUMA_SYSFS_ROOT")]
+    sysfs_root: PathBuf,
+
+    /// As `run --proc-root`.
+    #[arg(long, value_name = "DIR", default_value = "/proc", env = "NUMA_PROC_ROOT")]
+    proc_root: PathBuf,
+
+    /// As `run --tracefs`.
+    #[arg(long, value_name = "DIR")]
+    tracefs: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -132,6 +192,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Check(args) => return check::check(args),
+        Command::Attach(args) => attach::attach(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
