@@ -3,7 +3,7 @@
 //! view in a real terminal (tmux at 80x24: start, send keys, capture the pane).
 use std::{
     io::{BufRead, BufReader, Write},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
         Arc,
@@ -341,3 +341,93 @@ fn live_view_in_a_real_80x24_terminal() {
     flipper.join().expect("flipper");
 }
 
+
+/// A cgroup2 directory of this test, removed (once empty) when dropped.
+struct TestCgroup {
+    dirs: Vec<PathBuf>,
+}
+
+impl TestCgroup {
+    /// `<cgroup2 mount>/<rel>`, creating each level.
+    fn create(rel: &str) -> Option<(Self, PathBuf)> {
+        let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+        let root = mounts.lines().find_map(|l| {
+            let c: Vec<&str> = l.split_whitespace().collect();
+            (c.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(c[1]))
+        })?;
+        let mut dirs = Vec::new();
+        let mut dir = root;
+        for part in rel.split('/') {
+            dir = dir.join(part);
+            std::fs::create_dir(&dir).ok()?;
+            dirs.push(dir.clone());
+        }
+        Some((Self { dirs }, dir))
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for dir in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Run the workload inside cgroup `dir`, attach with `args`, check the reported moves.
+fn attach_in_cgroup(dir: &Path, rel: &str, args: &[&str]) {
+    let split = split::two_nodes().expect("split");
+    let (mut work, tid) = workload(Path::new(WORKLOAD), 40);
+    std::fs::write(dir.join("cgroup.procs"), work.id().to_string()).expect("move into cgroup");
+    // Oracle: the kernel's own view of the process's cgroup.
+    let cg = std::fs::read_to_string(format!("/proc/{}/cgroup", work.id())).expect("cgroup");
+    assert!(
+        cg.lines().any(|l| l.starts_with("0::") && l.ends_with(rel)),
+        "workload not in {rel}: {cg}"
+    );
+    let mut all = args.to_vec();
+    all.extend(["--sysfs-root", split.path().to_str().expect("utf-8")]);
+    let attach = attach_json(&all);
+    writeln!(work.stdin.take().expect("stdin")).expect("go");
+    assert!(work.wait().expect("workload").success());
+    // The cgroup empties when the workload exits: attach ends on its own.
+    let lines = finish(attach, Duration::from_secs(10));
+    let ours = lines
+        .iter()
+        .filter(|v| v["type"] == "NUMAStealError" && v["tid"].as_u64() == Some(u64::from(tid)))
+        .count();
+    assert!(ours >= 40, "only {ours} of 40 moves reported via {args:?}");
+    assert!(
+        lines
+            .iter()
+            .filter(|v| v["type"] == "NUMAStealError")
+            .all(|v| v["pid"].as_u64() == Some(u64::from(work.id()))),
+        "a process outside the cgroup was reported"
+    );
+}
+
+#[test]
+fn attach_cgroup_by_its_proc_path() {
+    require_privileges!();
+    let rel = format!("numa-attach-{}", std::process::id());
+    let Some((_guard, dir)) = TestCgroup::create(&rel) else {
+        eprintln!("SKIPPED: cannot create a cgroup2 directory here");
+        return;
+    };
+    // The form /proc/PID/cgroup prints, resolved under the cgroup2 mount.
+    attach_in_cgroup(&dir, &rel, &["--cgroup", &format!("/{rel}")]);
+}
+
+#[test]
+fn attach_container_by_its_cgroup_name() {
+    require_privileges!();
+    // No container runtime runs here: a cgroup named the way docker's systemd driver
+    // names a container's (docker-<64 hex>.scope) stands in for one.
+    let id = format!("{:016x}", 0xc0de_0000_0000u64 + u64::from(std::process::id())).repeat(4);
+    let rel = format!("numa-attach-{}.slice/docker-{id}.scope", std::process::id());
+    let Some((_guard, dir)) = TestCgroup::create(&rel) else {
+        eprintln!("SKIPPED: cannot create a cgroup2 directory here");
+        return;
+    };
+    attach_in_cgroup(&dir, &rel, &["--container", &id[..12]]);
+}

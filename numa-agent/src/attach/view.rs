@@ -41,12 +41,12 @@ pub fn draw(frame: &mut Frame, state: &AttachState) {
 
     let pids = match state.pids.len() {
         0 => "exited".to_owned(),
-        1 => format!("pid {}", state.pids.iter().next().expect("one")),
+        1 => "1 process".to_owned(),
         n => format!("{n} processes"),
     };
     frame.render_widget(
         Paragraph::new(format!(
-            " numa-agent attach: {} ({pids}) | {} nodes | {} | {} NUMA errors",
+            " numa-agent attach: {} | {pids} | {} nodes | {} | {} NUMA errors",
             state.target,
             state.nodes.len(),
             clock(state.elapsed_seconds),
@@ -178,7 +178,7 @@ mod tests {
         }
         let rows = screen(&s);
         let text = rows.join("\n");
-        assert!(rows[0].contains("numa-agent attach: pid 42 (pid 42)"), "{text}");
+        assert!(rows[0].contains("numa-agent attach: pid 42 | 1 process | 2 nodes"), "{text}");
         assert!(text.contains("node 0"), "{text}");
         assert!(text.contains("none yet"), "{text}");
         assert!(text.contains("remote ratio n/a"), "{text}");
