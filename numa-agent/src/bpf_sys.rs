@@ -127,7 +127,10 @@ pub fn load_trivial(
 /// `BPF_RAW_TRACEPOINT_OPEN`: attaches raw tracepoints (by `name`) and BTF-typed
 /// tracing programs (fentry, tp_btf: `name` is None, the target is the load-time BTF id).
 /// Dropping the returned link fd detaches.
-pub fn raw_tracepoint_open(prog: BorrowedFd<'_>, name: Option<&std::ffi::CStr>) -> io::Result<OwnedFd> {
+pub fn raw_tracepoint_open(
+    prog: BorrowedFd<'_>,
+    name: Option<&std::ffi::CStr>,
+) -> io::Result<OwnedFd> {
     let mut attr = zeroed_attr();
     // `name` outlives the call.
     attr.raw_tracepoint.prog_fd = prog.as_raw_fd() as u32;

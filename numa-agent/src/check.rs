@@ -85,7 +85,12 @@ pub struct CheckInput {
     pub tracefs: Option<PathBuf>,
 }
 
-fn fact(name: &'static str, value: impl Into<String>, status: Status, advice: Option<String>) -> Fact {
+fn fact(
+    name: &'static str,
+    value: impl Into<String>,
+    status: Status,
+    advice: Option<String>,
+) -> Fact {
     Fact {
         name,
         value: value.into(),
@@ -166,7 +171,12 @@ fn kernel_fact() -> Fact {
             Status::Fail,
             Some("the sensor needs Linux 5.8 or newer (BPF ring buffer, CAP_BPF)".into()),
         ),
-        None => fact("kernel", release, Status::Warn, Some("kernel version unreadable".into())),
+        None => fact(
+            "kernel",
+            release,
+            Status::Warn,
+            Some("kernel version unreadable".into()),
+        ),
     }
 }
 
@@ -242,7 +252,11 @@ fn lockdown_fact() -> Fact {
     if let Ok(text) = fs::read_to_string("/sys/kernel/security/lockdown")
         && let Some(mode) = parse_lockdown(&text)
     {
-        let status = if mode == "confidentiality" { Status::Warn } else { Status::Ok };
+        let status = if mode == "confidentiality" {
+            Status::Warn
+        } else {
+            Status::Ok
+        };
         let advice = advice_for(&mode);
         return fact("lockdown", mode, status, advice);
     }
@@ -253,7 +267,11 @@ fn lockdown_fact() -> Fact {
         ("LOCK_DOWN_KERNEL_FORCE_NONE", "none"),
     ] {
         if kernel_config(option).as_deref() == Some("y") {
-            let status = if mode == "confidentiality" { Status::Warn } else { Status::Ok };
+            let status = if mode == "confidentiality" {
+                Status::Warn
+            } else {
+                Status::Ok
+            };
             return fact(
                 "lockdown",
                 format!("{mode} (from /proc/config.gz CONFIG_{option}; securityfs not mounted)"),
@@ -283,14 +301,25 @@ const CAPS: [(&str, u32, &str); 4] = [
         21,
         "replaces both on older kernels; mounts tracefs; BPF_ENABLE_STATS",
     ),
-    ("CAP_SYS_RESOURCE", 24, "raise RLIMIT_MEMLOCK on kernels before 5.11"),
+    (
+        "CAP_SYS_RESOURCE",
+        24,
+        "raise RLIMIT_MEMLOCK on kernels before 5.11",
+    ),
 ];
 
 fn capabilities_fact(caps: u64) -> Fact {
     let held: Vec<String> = CAPS
         .iter()
         .map(|(name, bit, _)| {
-            format!("{name} {}", if caps & (1 << bit) != 0 { "held" } else { "missing" })
+            format!(
+                "{name} {}",
+                if caps & (1 << bit) != 0 {
+                    "held"
+                } else {
+                    "missing"
+                }
+            )
         })
         .collect();
     let missing = privileges::missing_for_tracing(caps);
@@ -319,7 +348,12 @@ fn tracefs_fact(explicit: Option<&Path>, mounts: &str, caps: u64) -> (Fact, Opti
     if let Some(dir) = explicit {
         return if dir.join("events").is_dir() {
             (
-                fact("tracefs", format!("{} (--tracefs)", dir.display()), Status::Ok, None),
+                fact(
+                    "tracefs",
+                    format!("{} (--tracefs)", dir.display()),
+                    Status::Ok,
+                    None,
+                ),
                 Some(Tracefs::at(dir)),
             )
         } else {
@@ -336,7 +370,12 @@ fn tracefs_fact(explicit: Option<&Path>, mounts: &str, caps: u64) -> (Fact, Opti
     }
     if let Some(dir) = tracefs::find_in_mounts(mounts) {
         return (
-            fact("tracefs", format!("{} (mounted)", dir.display()), Status::Ok, None),
+            fact(
+                "tracefs",
+                format!("{} (mounted)", dir.display()),
+                Status::Ok,
+                None,
+            ),
             Some(Tracefs::at(dir)),
         );
     }
@@ -345,7 +384,11 @@ fn tracefs_fact(explicit: Option<&Path>, mounts: &str, caps: u64) -> (Fact, Opti
         fact(
             "tracefs",
             "not mounted",
-            if can_mount { Status::Warn } else { Status::Fail },
+            if can_mount {
+                Status::Warn
+            } else {
+                Status::Fail
+            },
             Some(if can_mount {
                 "run mounts it on /sys/kernel/tracing itself; or `mount -t tracefs nodev /sys/kernel/tracing`".into()
             } else {
@@ -360,11 +403,18 @@ fn tracefs_fact(explicit: Option<&Path>, mounts: &str, caps: u64) -> (Fact, Opti
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CgroupMode {
     /// cgroup2 only, at `path`.
-    Unified { path: String },
+    Unified {
+        path: String,
+    },
     /// v1 controllers plus cgroup2 at `unified` (systemd's hybrid layout).
-    Hybrid { unified: String, v1: usize },
+    Hybrid {
+        unified: String,
+        v1: usize,
+    },
     /// v1 controllers only.
-    Legacy { v1: usize },
+    Legacy {
+        v1: usize,
+    },
     None,
 }
 
@@ -416,7 +466,12 @@ fn numa_balancing_fact() -> Fact {
         ),
         Ok("1") => fact("numa_balancing", "1 (normal)", Status::Ok, None),
         Ok("2") => fact("numa_balancing", "2 (memory tiering)", Status::Ok, None),
-        Ok("3") => fact("numa_balancing", "3 (normal + memory tiering)", Status::Ok, None),
+        Ok("3") => fact(
+            "numa_balancing",
+            "3 (normal + memory tiering)",
+            Status::Ok,
+            None,
+        ),
         Ok(other) => fact("numa_balancing", other.to_owned(), Status::Ok, None),
         Err(_) => fact(
             "numa_balancing",
@@ -455,7 +510,10 @@ fn nodes_fact(sysfs_root: &Path) -> Fact {
             "NUMA nodes",
             format!("unreadable: {e}"),
             Status::Fail,
-            Some("run reads the topology from <sysfs-root>/devices/system/node; fix --sysfs-root".into()),
+            Some(
+                "run reads the topology from <sysfs-root>/devices/system/node; fix --sysfs-root"
+                    .into(),
+            ),
         ),
     }
 }
@@ -471,22 +529,31 @@ fn bpf_stats_fact() -> Fact {
 
 /// Turn a failed load or attach into (why not, what to do).
 fn explain(stage: &str, err: &io::Error, log: &str) -> (String, String) {
-    let log = if log.is_empty() { String::new() } else { format!("; verifier: {log}") };
+    let log = if log.is_empty() {
+        String::new()
+    } else {
+        format!("; verifier: {log}")
+    };
     let why = format!("{stage} failed: {err}{log}");
     let caps = privileges::effective_caps().unwrap_or(0);
     let advice = match err.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) if !privileges::missing_for_tracing(caps).is_empty() => {
+        Some(libc::EPERM) | Some(libc::EACCES)
+            if !privileges::missing_for_tracing(caps).is_empty() =>
+        {
             "run as root or grant CAP_BPF and CAP_PERFMON".to_owned()
         }
-        Some(libc::EPERM) | Some(libc::EACCES) => "the kernel refuses it although CAP_BPF and CAP_PERFMON are held: a \
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            "the kernel refuses it although CAP_BPF and CAP_PERFMON are held: a \
              security policy (LSM, lockdown, hypervisor) forbids this program type on this \
              host; use another variant listed here, or a host that permits it"
-            .to_owned(),
+                .to_owned()
+        }
         Some(libc::ENOENT) | Some(libc::ESRCH) => {
             "the hook does not exist in this kernel (renamed, inlined or compiled out)".to_owned()
         }
         Some(libc::EINVAL) | Some(libc::E2BIG) | Some(libc::EOPNOTSUPP) | Some(524) => {
-            "this kernel does not support this program type at this hook; a newer kernel may".to_owned()
+            "this kernel does not support this program type at this hook; a newer kernel may"
+                .to_owned()
         }
         _ => "unexpected error; report it with the output of `numa-agent check --json`".to_owned(),
     };
@@ -526,7 +593,9 @@ fn try_load_attach(
     let prog = bpf_sys::load_trivial(prog_type as u32, attach_type, btf_id)
         .map_err(|f| explain("load", &f.error, &f.verifier_log))?;
     // The link/perf fd detaches when dropped at the end of this statement.
-    attach(prog.as_fd()).map(drop).map_err(|e| explain("attach", &e, ""))
+    attach(prog.as_fd())
+        .map(drop)
+        .map_err(|e| explain("attach", &e, ""))
 }
 
 fn btf_id(btf: Option<&aya::Btf>, name: &str, kind: BtfKind) -> Result<u32, (String, String)> {
@@ -544,7 +613,6 @@ fn btf_id(btf: Option<&aya::Btf>, name: &str, kind: BtfKind) -> Result<u32, (Str
     })
 }
 
-#[expect(clippy::too_many_arguments, reason = "one call per probe family, all named")]
 fn tracepoint_probe(
     probe: &'static str,
     purpose: &'static str,
@@ -604,14 +672,23 @@ fn tracepoint_probe(
         probe,
         purpose,
         required: true,
-        status: if uses.is_some() { Status::Ok } else { Status::Fail },
+        status: if uses.is_some() {
+            Status::Ok
+        } else {
+            Status::Fail
+        },
         variants: vec![tp_btf, raw, classic],
         uses,
     }
 }
 
 fn tracepoint_id(t: &Tracefs, category: &str, event: &str) -> Result<u64, (String, String)> {
-    let path = t.root().join("events").join(category).join(event).join("id");
+    let path = t
+        .root()
+        .join("events")
+        .join(category)
+        .join(event)
+        .join("id");
     fs::read_to_string(&path)
         .map_err(|e| {
             let advice = if e.kind() == io::ErrorKind::NotFound {
@@ -623,7 +700,12 @@ fn tracepoint_id(t: &Tracefs, category: &str, event: &str) -> Result<u64, (Strin
         })?
         .trim()
         .parse()
-        .map_err(|e| (format!("{}: {e}", path.display()), "corrupt tracefs id file".into()))
+        .map_err(|e| {
+            (
+                format!("{}: {e}", path.display()),
+                "corrupt tracefs id file".into(),
+            )
+        })
 }
 
 fn numa_fault_probe(btf: Option<&aya::Btf>) -> ProbeCheck {
@@ -711,7 +793,10 @@ pub fn render(report: &Report) -> String {
         ));
         for v in &p.variants {
             if v.attachable {
-                out.push_str(&format!("       {:<15} {:<28} attachable\n", v.variant, v.target));
+                out.push_str(&format!(
+                    "       {:<15} {:<28} attachable\n",
+                    v.variant, v.target
+                ));
             } else {
                 out.push_str(&format!(
                     "       {:<15} {:<28} unavailable: {}\n",

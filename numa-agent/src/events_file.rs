@@ -171,7 +171,7 @@ mod tests {
         let path = dir.path().join("events.ndjson");
         let mut f = RotatingFile::open(&path, 1024, 2).expect("opens");
         // 100-byte lines (99 + newline), each written in two parts: 10 per file.
-        let line = |i: usize| format!("{{\"n\":{i:>5},\"pad\":\"{}\"}}", "x".repeat(99 - 22));
+        let line = |i: usize| format!("{{\"n\":{i:>5},\"pad\":\"{}\"}}", "x".repeat(79));
         assert_eq!(line(0).len(), 99);
         for i in 0..35 {
             let l = line(i);
@@ -189,9 +189,11 @@ mod tests {
         let ns: Vec<u64> = [two, one, live]
             .concat()
             .iter()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["n"]
-                .as_u64()
-                .expect("n"))
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).expect("json")["n"]
+                    .as_u64()
+                    .expect("n")
+            })
             .collect();
         assert_eq!(ns, (10..35).collect::<Vec<_>>());
         for p in [&path, &path.with_extension("ndjson.1")] {

@@ -161,7 +161,10 @@ impl Collector for BpfProgramCollector {
 
 /// Register the topology the agent uses: `numa_topology_nodes` and `numa_node_cpus{node}`
 /// (constant for the agent's life: the agent reads sysfs once at start).
-pub fn register_topology(registry: &Registry, topology: &Topology) -> Result<(), prometheus::Error> {
+pub fn register_topology(
+    registry: &Registry,
+    topology: &Topology,
+) -> Result<(), prometheus::Error> {
     let nodes = IntGauge::new(
         "numa_topology_nodes",
         "NUMA nodes in the topology the agent uses (sysfs devices/system/node, or the declared split)",
@@ -169,7 +172,10 @@ pub fn register_topology(registry: &Registry, topology: &Topology) -> Result<(),
     nodes.set(topology.nodes.len() as i64);
     registry.register(Box::new(nodes))?;
     let cpus = IntGaugeVec::new(
-        Opts::new("numa_node_cpus", "CPUs of each NUMA node in the topology the agent uses"),
+        Opts::new(
+            "numa_node_cpus",
+            "CPUs of each NUMA node in the topology the agent uses",
+        ),
         &["node"],
     )?;
     for node in &topology.nodes {
@@ -191,8 +197,14 @@ mod tests {
     fn topology_gauges() {
         let t = Topology {
             nodes: vec![
-                Node { id: 0, cpus: vec![0, 1, 2] },
-                Node { id: 2, cpus: vec![] },
+                Node {
+                    id: 0,
+                    cpus: vec![0, 1, 2],
+                },
+                Node {
+                    id: 2,
+                    cpus: vec![],
+                },
             ],
             distances: BTreeMap::new(),
             possible_cpus: 3,

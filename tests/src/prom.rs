@@ -75,7 +75,10 @@ impl Prometheus {
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(PROMETHEUS)
             .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -131,7 +134,10 @@ impl Prometheus {
                 return Ok(r);
             }
             if Instant::now() > deadline {
-                bail!("`{expr}` returned nothing after {timeout:?}; log:\n{}", self.log());
+                bail!(
+                    "`{expr}` returned nothing after {timeout:?}; log:\n{}",
+                    self.log()
+                );
             }
             thread::sleep(Duration::from_millis(250));
         }

@@ -77,7 +77,10 @@ fn prometheus_rule_carries_the_same_groups() {
     let cr = std::fs::read_to_string(deploy().join("numa-alerts.prometheusrule.yaml"))
         .expect("PrometheusRule");
     assert!(cr.contains("kind: PrometheusRule\n"), "{cr}");
-    assert!(cr.contains("apiVersion: monitoring.coreos.com/v1\n"), "{cr}");
+    assert!(
+        cr.contains("apiVersion: monitoring.coreos.com/v1\n"),
+        "{cr}"
+    );
     let spec = &cr[cr.find("\nspec:\n").expect("spec") + 7..];
     let dedented: String = spec
         .lines()
@@ -85,7 +88,10 @@ fn prometheus_rule_carries_the_same_groups() {
         .map(|l| format!("{l}\n"))
         .collect();
     let groups = &plain[plain.find("groups:").expect("groups")..];
-    assert_eq!(dedented, groups, "PrometheusRule spec differs from the rules file");
+    assert_eq!(
+        dedented, groups,
+        "PrometheusRule spec differs from the rules file"
+    );
     // And promtool accepts the CR's spec as a rules file on its own.
     let Some(_) = promtool() else { return };
     let dir = tempfile::tempdir().expect("tempdir");

@@ -73,9 +73,11 @@ fn attach_json(args: &[&str]) -> Attach {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = Vec::new();
     loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| panic!("attach did not attach: {seen:?}"));
+        let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!("attach did not attach ({status:?}): {seen:?}");
+        };
         let done = line.contains("attached to");
         seen.push(line);
         if done {
@@ -108,6 +110,7 @@ fn finish(attach: Attach, limit: Duration) -> Vec<Value> {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("attach still running {limit:?} after its target exited");
         }
         thread::sleep(Duration::from_millis(50));
@@ -139,32 +142,63 @@ fn attach_pid_json_shows_every_migration_ftrace_saw() {
     let lines = finish(attach, Duration::from_secs(10));
     trace.stop().expect("stop ftrace");
     let kernel = trace.migrations_of(tid).expect("ftrace lines");
-    assert_eq!(trace.overruns().expect("overruns"), 0, "ftrace dropped lines");
-    assert!(kernel.len() >= 200, "ftrace saw only {} moves", kernel.len());
-
-    let steals: Vec<&Value> = lines.iter().filter(|v| v["type"] == "NUMAStealError").collect();
+    assert_eq!(
+        trace.overruns().expect("overruns"),
+        0,
+        "ftrace dropped lines"
+    );
     assert!(
-        steals.iter().all(|v| v["pid"].as_u64() == Some(u64::from(pid))),
+        kernel.len() >= 200,
+        "ftrace saw only {} moves",
+        kernel.len()
+    );
+
+    let steals: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["type"] == "NUMAStealError")
+        .collect();
+    assert!(
+        steals
+            .iter()
+            .all(|v| v["pid"].as_u64() == Some(u64::from(pid))),
         "attach reported another process"
     );
     let ours: Vec<&&Value> = steals
         .iter()
         .filter(|v| v["tid"].as_u64() == Some(u64::from(tid)))
         .collect();
-    assert_eq!(ours.len(), kernel.len(), "attach vs ftrace for thread {tid}");
+    assert_eq!(
+        ours.len(),
+        kernel.len(),
+        "attach vs ftrace for thread {tid}"
+    );
     for (e, k) in ours.iter().zip(&kernel) {
         let cpus = (e["src_cpu"].as_u64(), e["dst_cpu"].as_u64());
-        assert_eq!(cpus, (Some(u64::from(k.orig_cpu)), Some(u64::from(k.dest_cpu))), "{e}");
+        assert_eq!(
+            cpus,
+            (Some(u64::from(k.orig_cpu)), Some(u64::from(k.dest_cpu))),
+            "{e}"
+        );
         // node N holds CPU N in the declared split
-        assert_eq!((e["stolen_from_node"].as_u64(), e["current_node"].as_u64()), cpus, "{e}");
+        assert_eq!(
+            (e["stolen_from_node"].as_u64(), e["current_node"].as_u64()),
+            cpus,
+            "{e}"
+        );
     }
 
     // The per-second records add up to the same moves, from -> to.
-    let intervals: Vec<&Value> = lines.iter().filter(|v| v["type"] == "AttachInterval").collect();
+    let intervals: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["type"] == "AttachInterval")
+        .collect();
     assert!(!intervals.is_empty());
     let mut sum = std::collections::BTreeMap::new();
     for i in &intervals {
-        assert!(i["remote_access_ratio"].is_null(), "remote accesses are not sensed: {i}");
+        assert!(
+            i["remote_access_ratio"].is_null(),
+            "remote accesses are not sensed: {i}"
+        );
         for m in i["migrations"].as_array().expect("migrations") {
             *sum.entry((m["from_node"].as_u64(), m["to_node"].as_u64()))
                 .or_insert(0) += m["count"].as_u64().expect("count");
@@ -174,11 +208,21 @@ fn attach_pid_json_shows_every_migration_ftrace_saw() {
     // thread and the flipper).
     let mut whole = trace.migrations_of(pid).expect("ftrace main thread");
     whole.extend(kernel.iter().copied());
-    let to_1 = whole.iter().filter(|k| k.orig_cpu == 0 && k.dest_cpu == 1).count() as u64;
-    let to_0 = whole.iter().filter(|k| k.orig_cpu == 1 && k.dest_cpu == 0).count() as u64;
+    let to_1 = whole
+        .iter()
+        .filter(|k| k.orig_cpu == 0 && k.dest_cpu == 1)
+        .count() as u64;
+    let to_0 = whole
+        .iter()
+        .filter(|k| k.orig_cpu == 1 && k.dest_cpu == 0)
+        .count() as u64;
     assert_eq!(sum.get(&(Some(0), Some(1))).copied(), Some(to_1), "{sum:?}");
     assert_eq!(sum.get(&(Some(1), Some(0))).copied(), Some(to_0), "{sum:?}");
-    assert_eq!(steals.len() as u64, to_1 + to_0, "events vs per-second sums");
+    assert_eq!(
+        steals.len() as u64,
+        to_1 + to_0,
+        "events vs per-second sums"
+    );
     assert_eq!(
         intervals[0]["pids"].as_array().expect("pids")[0].as_u64(),
         Some(u64::from(pid))
@@ -223,8 +267,14 @@ fn attach_unknown_targets_are_refused_by_name() {
     require_privileges!();
     for (args, expect) in [
         (vec!["--pid", "4294967"], "process 4294967 does not exist"),
-        (vec!["--comm", "no-such-comm-x"], "no running process is named"),
-        (vec!["--cgroup", "/no/such/cgroup"], "cgroup /no/such/cgroup not found"),
+        (
+            vec!["--comm", "no-such-comm-x"],
+            "no running process is named",
+        ),
+        (
+            vec!["--cgroup", "/no/such/cgroup"],
+            "cgroup /no/such/cgroup not found",
+        ),
         (vec!["--container", "abc"], "at least 12 hex digits"),
     ] {
         let out = Command::new(agent_bin())
@@ -249,7 +299,11 @@ impl Tmux {
             .args(args)
             .output()
             .expect("tmux runs");
-        assert!(out.status.success(), "tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -268,7 +322,11 @@ impl Tmux {
             if pred(&screen) {
                 return screen;
             }
-            assert!(Instant::now() < deadline, "{what}; screen:\n{}", screen.join("\n"));
+            assert!(
+                Instant::now() < deadline,
+                "{what}; screen:\n{}",
+                screen.join("\n")
+            );
             thread::sleep(Duration::from_millis(200));
         }
     }
@@ -277,7 +335,9 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         // Our own tmux server only (its private socket), never anyone else's.
-        let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).output();
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
     }
 }
 
@@ -311,7 +371,17 @@ fn live_view_in_a_real_80x24_terminal() {
         std::process::id(),
         split.path().display()
     );
-    tmux.run(&["new-session", "-d", "-s", "view", "-x", "80", "-y", "24", &command]);
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "view",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        &command,
+    ]);
 
     let screen = tmux.wait_for("no migrations shown", |s| {
         s.iter().any(|l| l.contains("0 -> 1")) && s.iter().any(|l| l.contains("NUMAStealError"))
@@ -323,15 +393,27 @@ fn live_view_in_a_real_80x24_terminal() {
         screen[0].contains(&format!("numa-agent attach: pid {}", std::process::id())),
         "title on the first row:\n{text}"
     );
-    assert!(screen[23].contains("q quit | s sort (by node)"), "footer on the last row:\n{text}");
-    for want in ["node 0", "node 1", "CPU s/s", "from -> to", "1 -> 0", "remote ratio n/a"] {
+    assert!(
+        screen[23].contains("q quit | s sort (by node)"),
+        "footer on the last row:\n{text}"
+    );
+    for want in [
+        "node 0",
+        "node 1",
+        "CPU s/s",
+        "from -> to",
+        "1 -> 0",
+        "remote ratio n/a",
+    ] {
         assert!(text.contains(want), "{want:?} missing:\n{text}");
     }
 
     tmux.run(&["send-keys", "-t", "view", "s"]);
     tmux.wait_for("sort key ignored", |s| s[23].contains("sort (by CPU time)"));
     tmux.run(&["send-keys", "-t", "view", "q"]);
-    let screen = tmux.wait_for("q did not quit", |s| s.iter().any(|l| l.contains("ATTACH-EXIT=")));
+    let screen = tmux.wait_for("q did not quit", |s| {
+        s.iter().any(|l| l.contains("ATTACH-EXIT="))
+    });
     assert!(
         screen.iter().any(|l| l.contains("ATTACH-EXIT=0")),
         "attach did not exit cleanly:\n{}",
@@ -340,7 +422,6 @@ fn live_view_in_a_real_80x24_terminal() {
     stop.store(true, Ordering::SeqCst);
     flipper.join().expect("flipper");
 }
-
 
 /// A cgroup2 directory of this test, removed (once empty) when dropped.
 struct TestCgroup {
@@ -423,7 +504,11 @@ fn attach_container_by_its_cgroup_name() {
     require_privileges!();
     // No container runtime runs here: a cgroup named the way docker's systemd driver
     // names a container's (docker-<64 hex>.scope) stands in for one.
-    let id = format!("{:016x}", 0xc0de_0000_0000u64 + u64::from(std::process::id())).repeat(4);
+    let id = format!(
+        "{:016x}",
+        0xc0de_0000_0000u64 + u64::from(std::process::id())
+    )
+    .repeat(4);
     let rel = format!("numa-attach-{}.slice/docker-{id}.scope", std::process::id());
     let Some((_guard, dir)) = TestCgroup::create(&rel) else {
         eprintln!("SKIPPED: cannot create a cgroup2 directory here");

@@ -69,7 +69,10 @@ fn check_agrees_with_the_host() {
     agent.stop().expect("stops");
 
     // cgroup mode vs statfs: hybrid = tmpfs at /sys/fs/cgroup with cgroup2 at unified/.
-    let mode = fact(&report, "cgroup mode")["value"].as_str().expect("value").to_owned();
+    let mode = fact(&report, "cgroup mode")["value"]
+        .as_str()
+        .expect("value")
+        .to_owned();
     let (root, unified) = (fs_type("/sys/fs/cgroup"), fs_type("/sys/fs/cgroup/unified"));
     match (root.as_str(), unified.as_str()) {
         ("tmpfs", "cgroup2fs") => assert!(mode.starts_with("hybrid"), "{mode} ({root}/{unified})"),
@@ -80,7 +83,11 @@ fn check_agrees_with_the_host() {
 
     // Classic tracepoints: what the agent just attached, check calls attachable.
     for probe in ["sched_migrate_task", "task_newtask"] {
-        assert_eq!(variant(&report, probe, "tracepoint")["attachable"], true, "{probe}");
+        assert_eq!(
+            variant(&report, probe, "tracepoint")["attachable"],
+            true,
+            "{probe}"
+        );
     }
 
     // kprobes vs tracefs's own interface file: no kprobe_events, no kprobes.
@@ -90,7 +97,12 @@ fn check_agrees_with_the_host() {
     if !has_kprobes {
         let why = kprobe["why_not"].as_str().expect("why");
         assert!(why.contains("no kprobe PMU"), "{why}");
-        assert!(kprobe["advice"].as_str().expect("advice").contains("CONFIG_KPROBES"));
+        assert!(
+            kprobe["advice"]
+                .as_str()
+                .expect("advice")
+                .contains("CONFIG_KPROBES")
+        );
     }
 
     // This workplace's host (ARCHITECTURE.md section 4): fentry loads fail with EPERM,
@@ -100,16 +112,26 @@ fn check_agrees_with_the_host() {
         let fentry = variant(&report, "task_numa_fault", "fentry");
         assert_eq!(fentry["attachable"], false, "{fentry}");
         assert!(
-            fentry["why_not"].as_str().expect("why").contains("Operation not permitted"),
+            fentry["why_not"]
+                .as_str()
+                .expect("why")
+                .contains("Operation not permitted"),
             "{fentry}"
         );
         assert!(fentry["advice"].is_string(), "{fentry}");
         for v in ["tp_btf", "raw_tracepoint", "tracepoint"] {
-            assert_eq!(variant(&report, "sched_migrate_task", v)["attachable"], true, "{v}");
+            assert_eq!(
+                variant(&report, "sched_migrate_task", v)["attachable"],
+                true,
+                "{v}"
+            );
         }
         assert!(mode.starts_with("hybrid"), "{mode}");
     } else {
-        eprintln!("not the documented 6.18 host ({}): host-specific asserts skipped", release.trim());
+        eprintln!(
+            "not the documented 6.18 host ({}): host-specific asserts skipped",
+            release.trim()
+        );
     }
 
     // Every failure says what to do.
@@ -155,7 +177,10 @@ fn check_text_and_exit_code_without_privileges() {
     let lines: Vec<&str> = text.lines().collect();
     for (i, l) in lines.iter().enumerate() {
         if l.starts_with("FAIL") && !l.contains(" probe ") {
-            assert!(lines.get(i + 1).is_some_and(|n| n.contains("->")), "{l}\n{text}");
+            assert!(
+                lines.get(i + 1).is_some_and(|n| n.contains("->")),
+                "{l}\n{text}"
+            );
         }
     }
 }

@@ -40,18 +40,34 @@ fn events_file_rotates_and_holds_the_stdout_stream() {
         std::fs::read_to_string(&path).unwrap_or_default()
     };
     let (two, one, live) = (read(".2"), read(".1"), read(""));
-    assert!(!one.is_empty() && !two.is_empty(), "150 events of ~350 bytes did not rotate twice");
-    assert!(!std::path::Path::new(&format!("{}.3", file.display())).exists(), "keep=2");
+    assert!(
+        !one.is_empty() && !two.is_empty(),
+        "150 events of ~350 bytes did not rotate twice"
+    );
+    assert!(
+        !std::path::Path::new(&format!("{}.3", file.display())).exists(),
+        "keep=2"
+    );
     for text in [&two, &one, &live] {
-        assert!(text.len() <= 8192, "a file exceeds the limit: {}", text.len());
-        assert!(text.is_empty() || text.ends_with('\n'), "a file ends mid-line");
+        assert!(
+            text.len() <= 8192,
+            "a file exceeds the limit: {}",
+            text.len()
+        );
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "a file ends mid-line"
+        );
     }
     // Oracle: the stdout stream. The files hold exactly its newest lines, in order.
     let kept: Vec<&str> = [two.as_str(), one.as_str(), live.as_str()]
         .iter()
         .flat_map(|t| t.lines())
         .collect();
-    assert!(kept.len() < stopped.stdout.len(), "the oldest lines should have been dropped");
+    assert!(
+        kept.len() < stopped.stdout.len(),
+        "the oldest lines should have been dropped"
+    );
     let tail = &stopped.stdout[stopped.stdout.len() - kept.len()..];
     assert_eq!(kept, tail.iter().map(String::as_str).collect::<Vec<_>>());
 }

@@ -28,7 +28,9 @@ fn one(samples: &[serde_json::Value], what: &str) -> f64 {
 fn prometheus_scrapes_the_agent_and_promtool_finds_nothing_to_fix() {
     require_privileges!();
     if !Path::new(PROMETHEUS).exists() {
-        eprintln!("SKIPPED: {PROMETHEUS} missing (Debian package `prometheus`; `cargo xtask setup`)");
+        eprintln!(
+            "SKIPPED: {PROMETHEUS} missing (Debian package `prometheus`; `cargo xtask setup`)"
+        );
         return;
     }
     let split = split::two_nodes().expect("declared split");
@@ -62,7 +64,9 @@ fn prometheus_scrapes_the_agent_and_promtool_finds_nothing_to_fix() {
     let prom = Prometheus::start(&config, Some(&rules)).expect("prometheus starts");
     let wait = Duration::from_secs(30);
 
-    let up = prom.wait_for(r#"up{job="numa-agent"}"#, wait).expect("scraped");
+    let up = prom
+        .wait_for(r#"up{job="numa-agent"}"#, wait)
+        .expect("scraped");
     assert_eq!(one(&up, "up"), 1.0, "agent not up: {up:?}\n{}", prom.log());
 
     let attached = prom.wait_for("numa_probe_attached", wait).expect("probes");
@@ -71,7 +75,11 @@ fn prometheus_scrapes_the_agent_and_promtool_finds_nothing_to_fix() {
     assert_eq!(attached[0]["metric"]["variant"], "tracepoint");
 
     let nodes = prom.wait_for("numa_topology_nodes", wait).expect("nodes");
-    assert_eq!(one(&nodes, "nodes"), 2.0, "the declared split has two nodes");
+    assert_eq!(
+        one(&nodes, "nodes"),
+        2.0,
+        "the declared split has two nodes"
+    );
     for node in ["0", "1"] {
         let cpus = prom
             .wait_for(&format!(r#"numa_node_cpus{{node="{node}"}}"#), wait)
@@ -81,21 +89,39 @@ fn prometheus_scrapes_the_agent_and_promtool_finds_nothing_to_fix() {
 
     // Every second flip moves the thread 0 -> 1; the in-kernel matrix counts each.
     let to_1 = prom
-        .wait_for(r#"numa_task_migrations_total{src_node="0",dst_node="1"}"#, wait)
+        .wait_for(
+            r#"numa_task_migrations_total{src_node="0",dst_node="1"}"#,
+            wait,
+        )
         .expect("migrations");
     let to_1 = one(&to_1, "0->1");
-    assert!(to_1 >= (FLIPS / 2) as f64, "0->1 migrations {to_1} < {}", FLIPS / 2);
+    assert!(
+        to_1 >= (FLIPS / 2) as f64,
+        "0->1 migrations {to_1} < {}",
+        FLIPS / 2
+    );
 
     // --bpf-stats: the kernel's own accounting of our programs advances.
-    let enabled = prom.wait_for("numa_bpf_stats_enabled", wait).expect("stats");
+    let enabled = prom
+        .wait_for("numa_bpf_stats_enabled", wait)
+        .expect("stats");
     assert_eq!(one(&enabled, "stats enabled"), 1.0);
     let runs = prom
-        .wait_for(r#"numa_bpf_program_runs_total{program="sched_migrate_task"}"#, wait)
+        .wait_for(
+            r#"numa_bpf_program_runs_total{program="sched_migrate_task"}"#,
+            wait,
+        )
         .expect("runs");
     let runs = one(&runs, "runs");
-    assert!(runs >= FLIPS as f64, "program ran {runs} times for {FLIPS} flips");
+    assert!(
+        runs >= FLIPS as f64,
+        "program ran {runs} times for {FLIPS} flips"
+    );
     let secs = prom
-        .wait_for(r#"numa_bpf_program_run_seconds_total{program="sched_migrate_task"}"#, wait)
+        .wait_for(
+            r#"numa_bpf_program_run_seconds_total{program="sched_migrate_task"}"#,
+            wait,
+        )
         .expect("seconds");
     let secs = one(&secs, "seconds");
     assert!(
@@ -118,7 +144,10 @@ fn prometheus_scrapes_the_agent_and_promtool_finds_nothing_to_fix() {
         assert_eq!(rules.len(), 5, "{groups}");
         for r in &rules {
             assert_eq!(r["health"], "ok", "rule unhealthy: {r}");
-            assert_ne!(r["state"], "firing", "alert firing for a healthy agent: {r}");
+            assert_ne!(
+                r["state"], "firing",
+                "alert firing for a healthy agent: {r}"
+            );
         }
         if rules.iter().all(|r| r["state"] == "inactive") {
             break;

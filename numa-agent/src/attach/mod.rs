@@ -74,7 +74,10 @@ impl CpuSampler {
                 continue;
             };
             for task in tasks.flatten() {
-                let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<u32>().ok())
+                let Some(tid) = task
+                    .file_name()
+                    .to_str()
+                    .and_then(|t| t.parse::<u32>().ok())
                 else {
                     continue;
                 };
@@ -137,6 +140,9 @@ pub struct NodeRow {
     pub migrations_out: u64,
 }
 
+/// (from node, to node) of a migration; `None` is a CPU in no node.
+pub type NodePair = (Option<NodeId>, Option<NodeId>);
+
 /// One direction of cross-node movement.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PairCount {
@@ -150,7 +156,7 @@ pub struct AttachState {
     pub target: String,
     pub pids: BTreeSet<u32>,
     pub nodes: Vec<NodeRow>,
-    pub pairs: BTreeMap<(Option<NodeId>, Option<NodeId>), PairCount>,
+    pub pairs: BTreeMap<NodePair, PairCount>,
     pub recent: VecDeque<String>,
     pub errors_total: u64,
     pub sort: SortKey,
@@ -334,15 +340,15 @@ impl AttachState {
         match self.sort {
             SortKey::Node => rows.sort_by_key(|r| r.node.unwrap_or(u32::MAX)),
             SortKey::CpuTime => rows.sort_by(|a, b| b.cpu_seconds.total_cmp(&a.cpu_seconds)),
-            SortKey::Migrations => rows.sort_by_key(|r| {
-                std::cmp::Reverse(r.migrations_in + r.migrations_out)
-            }),
+            SortKey::Migrations => {
+                rows.sort_by_key(|r| std::cmp::Reverse(r.migrations_in + r.migrations_out))
+            }
         }
         rows
     }
 
     /// Migration pairs in the current sort order.
-    pub fn sorted_pairs(&self) -> Vec<((Option<NodeId>, Option<NodeId>), PairCount)> {
+    pub fn sorted_pairs(&self) -> Vec<(NodePair, PairCount)> {
         let mut pairs: Vec<_> = self.pairs.iter().map(|(k, v)| (*k, *v)).collect();
         if self.sort != SortKey::Node {
             pairs.sort_by_key(|(_, c)| std::cmp::Reverse((c.last, c.total)));
@@ -368,8 +374,14 @@ mod tests {
     fn topology() -> Topology {
         Topology {
             nodes: vec![
-                Node { id: 0, cpus: vec![0] },
-                Node { id: 1, cpus: vec![1] },
+                Node {
+                    id: 0,
+                    cpus: vec![0],
+                },
+                Node {
+                    id: 1,
+                    cpus: vec![1],
+                },
             ],
             distances: BTreeMap::new(),
             possible_cpus: 2,
@@ -418,13 +430,23 @@ mod tests {
         assert_eq!(s.sorted_nodes()[0].node, Some(0));
         assert_eq!(rec.migrations.len(), 2);
         assert_eq!(
-            (rec.migrations[0].from_node, rec.migrations[0].to_node, rec.migrations[0].count),
+            (
+                rec.migrations[0].from_node,
+                rec.migrations[0].to_node,
+                rec.migrations[0].count
+            ),
             (Some(0), Some(1), 3)
         );
-        assert_eq!((rec.nodes[0].migrations_out, rec.nodes[0].migrations_in), (3, 1));
+        assert_eq!(
+            (rec.nodes[0].migrations_out, rec.nodes[0].migrations_in),
+            (3, 1)
+        );
         assert_eq!(rec.nodes[1].cpu_seconds, 0.5);
         assert_eq!(rec.remote_access_ratio, None);
-        assert_eq!(s.recent[0], "16:00:00.200 NUMAStealError task:7 (w) 1->0 forced");
+        assert_eq!(
+            s.recent[0],
+            "16:00:00.200 NUMAStealError task:7 (w) 1->0 forced"
+        );
         // The next interval starts from zero but totals carry on.
         let rec = s.end_interval(&BTreeMap::new(), 1.0, "t".into());
         assert!(rec.migrations.is_empty());
@@ -440,21 +462,33 @@ mod tests {
                     18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
         assert_eq!(
             parse_thread("123456 7 8\n", stat),
-            Some(ThreadSample { run_ns: 123456, cpu: 1 })
+            Some(ThreadSample {
+                run_ns: 123456,
+                cpu: 1
+            })
         );
         let mut sampler = CpuSampler::new("/proc".into());
         let me = BTreeSet::from([std::process::id()]);
         let t = Topology {
-            nodes: vec![Node { id: 0, cpus: (0..1024).collect() }],
+            nodes: vec![Node {
+                id: 0,
+                cpus: (0..1024).collect(),
+            }],
             distances: BTreeMap::new(),
             possible_cpus: 1024,
             source: "test".into(),
         };
-        assert!(sampler.sample(&me, &t).values().all(|&ns| ns == 0), "first sample only primes");
+        assert!(
+            sampler.sample(&me, &t).values().all(|&ns| ns == 0),
+            "first sample only primes"
+        );
         // Spin until the kernel's own per-thread CPU clock (CLOCK_THREAD_CPUTIME_ID)
         // has advanced 50 ms, whatever else the machine runs.
         let thread_ns = || {
-            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
             // SAFETY: valid clock id and out-pointer.
             unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
             ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -465,6 +499,9 @@ mod tests {
         }
         let ns: u64 = sampler.sample(&me, &t).values().sum();
         // sum_exec_runtime behind schedstat may lag the clock by up to a tick.
-        assert!(ns >= 40_000_000, "sampled {ns} ns for 50 ms of thread CPU time");
+        assert!(
+            ns >= 40_000_000,
+            "sampled {ns} ns for 50 ms of thread CPU time"
+        );
     }
 }

@@ -44,7 +44,10 @@ pub enum Target {
     /// A cgroup directory (holding `cgroup.procs`).
     Cgroup(PathBuf),
     /// A container's cgroup, found by its id; `dir` as for `Cgroup`.
-    Container { id: String, dir: PathBuf },
+    Container {
+        id: String,
+        dir: PathBuf,
+    },
 }
 
 impl Target {
@@ -225,7 +228,11 @@ fn find_container_dir(dir: &Path, id: &str, depth: usize) -> Option<PathBuf> {
             continue;
         }
         let path = entry.path();
-        if entry.file_name().to_str().is_some_and(|n| is_container_dir(n, id)) {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| is_container_dir(n, id))
+        {
             return Some(path);
         }
         if let Some(found) = find_container_dir(&path, id, depth + 1) {
@@ -299,10 +306,16 @@ mod tests {
         // Not reaped yet: it becomes a zombie once it has exited.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while alive(Path::new("/proc"), pid) {
-            assert!(std::time::Instant::now() < deadline, "child {pid} still running");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "child {pid} still running"
+            );
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        assert!(Path::new("/proc").join(pid.to_string()).exists(), "zombie still listed");
+        assert!(
+            Path::new("/proc").join(pid.to_string()).exists(),
+            "zombie still listed"
+        );
         child.wait().expect("reap");
     }
 }

@@ -22,7 +22,12 @@ fn per_second(count: u64, seconds: f64) -> String {
 }
 
 fn clock(seconds: u64) -> String {
-    format!("{:02}:{:02}:{:02}", seconds / 3600, seconds / 60 % 60, seconds % 60)
+    format!(
+        "{:02}:{:02}:{:02}",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
 }
 
 pub fn draw(frame: &mut Frame, state: &AttachState) {
@@ -61,7 +66,14 @@ pub fn draw(frame: &mut Frame, state: &AttachState) {
         Row::new(vec![
             format!("node {}", node_label(r.node)),
             r.cpus.clone(),
-            format!("{:.3}", if secs > 0.0 { r.cpu_seconds / secs } else { 0.0 }),
+            format!(
+                "{:.3}",
+                if secs > 0.0 {
+                    r.cpu_seconds / secs
+                } else {
+                    0.0
+                }
+            ),
             format!("{:.2}", r.cpu_seconds_total),
             per_second(r.migrations_in, secs),
             per_second(r.migrations_out, secs),
@@ -99,20 +111,25 @@ pub fn draw(frame: &mut Frame, state: &AttachState) {
         })
         .collect();
     let pair_rows = if pair_rows.is_empty() {
-        vec![Row::new(vec!["none yet".to_owned(), String::new(), String::new()])]
+        vec![Row::new(vec![
+            "none yet".to_owned(),
+            String::new(),
+            String::new(),
+        ])]
     } else {
         pair_rows
     };
     frame.render_widget(
         Table::new(
             pair_rows,
-            [Constraint::Length(12), Constraint::Length(10), Constraint::Length(10)],
+            [
+                Constraint::Length(12),
+                Constraint::Length(10),
+                Constraint::Length(10),
+            ],
         )
         .header(Row::new(vec!["from -> to", "/s", "total"]).style(bold))
-        .block(ratatui::widgets::Block::new().title(Line::styled(
-            "Cross-node migrations",
-            bold,
-        ))),
+        .block(ratatui::widgets::Block::new().title(Line::styled("Cross-node migrations", bold))),
         migrations,
     );
 
@@ -156,7 +173,11 @@ mod tests {
         t.draw(|f| draw(f, state)).expect("draw");
         let buf = t.backend().buffer().clone();
         (0..24)
-            .map(|y| (0..80).map(|x| buf[(x, y)].symbol().to_owned()).collect::<String>())
+            .map(|y| {
+                (0..80)
+                    .map(|x| buf[(x, y)].symbol().to_owned())
+                    .collect::<String>()
+            })
             .collect()
     }
 
@@ -164,8 +185,14 @@ mod tests {
     fn fits_80x24_with_every_section() {
         let topology = Topology {
             nodes: vec![
-                Node { id: 0, cpus: vec![0] },
-                Node { id: 1, cpus: vec![1] },
+                Node {
+                    id: 0,
+                    cpus: vec![0],
+                },
+                Node {
+                    id: 1,
+                    cpus: vec![1],
+                },
             ],
             distances: BTreeMap::new(),
             possible_cpus: 2,
@@ -174,11 +201,16 @@ mod tests {
         let mut s = AttachState::new("pid 42".into(), &topology);
         s.pids = BTreeSet::from([42]);
         for i in 0..30 {
-            s.recent.push_back(format!("16:00:00.{i:03} NUMAStealError task:42 (w) 0->1 forced"));
+            s.recent.push_back(format!(
+                "16:00:00.{i:03} NUMAStealError task:42 (w) 0->1 forced"
+            ));
         }
         let rows = screen(&s);
         let text = rows.join("\n");
-        assert!(rows[0].contains("numa-agent attach: pid 42 | 1 process | 2 nodes"), "{text}");
+        assert!(
+            rows[0].contains("numa-agent attach: pid 42 | 1 process | 2 nodes"),
+            "{text}"
+        );
         assert!(text.contains("node 0"), "{text}");
         assert!(text.contains("none yet"), "{text}");
         assert!(text.contains("remote ratio n/a"), "{text}");

@@ -68,7 +68,10 @@ pub fn attach(args: AttachArgs) -> anyhow::Result<()> {
     };
 
     let topology = Topology::from_sysfs(&args.sysfs_root).with_context(|| {
-        format!("reading the NUMA topology under {}", args.sysfs_root.display())
+        format!(
+            "reading the NUMA topology under {}",
+            args.sysfs_root.display()
+        )
     })?;
     let tracefs = match &args.tracefs {
         Some(dir) => Tracefs::at(dir),
@@ -102,9 +105,9 @@ pub fn attach(args: AttachArgs) -> anyhow::Result<()> {
         }
         Output::Json(EventWriter::new(BufWriter::new(io::stdout().lock())))
     } else {
-        Output::View(TerminalGuard(
-            ratatui::try_init().context("starting the live view (is stdout a terminal? use --json)")?,
-        ))
+        Output::View(TerminalGuard(ratatui::try_init().context(
+            "starting the live view (is stdout a terminal? use --json)",
+        )?))
     };
     if let Output::View(term) = &mut output {
         term.0.draw(|f| view::draw(f, &state))?;
@@ -113,12 +116,29 @@ pub fn attach(args: AttachArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut last_tick = started;
     let reason = loop {
-        drain(&mut ring, &classifier, &topology, &clock, &target, &proc_root, &mut seen, &mut state, &mut output)?;
+        drain(
+            &mut ring,
+            &classifier,
+            &topology,
+            &clock,
+            &target,
+            &proc_root,
+            &mut seen,
+            &mut state,
+            &mut output,
+        )?;
         let now = Instant::now();
         if now.duration_since(last_tick) >= TICK {
             let elapsed = now.duration_since(last_tick).as_secs_f64();
             last_tick = now;
-            tick(&mut sampler, &topology, &mut state, &mut output, elapsed, started)?;
+            tick(
+                &mut sampler,
+                &topology,
+                &mut state,
+                &mut output,
+                elapsed,
+                started,
+            )?;
             state.pids = target.tgids(&proc_root);
             seen.extend(&state.pids);
             if state.pids.is_empty() {
@@ -134,7 +154,9 @@ pub fn attach(args: AttachArgs) -> anyhow::Result<()> {
         match &mut output {
             Output::Json(_) => std::thread::sleep(POLL),
             Output::View(term) => {
-                if event::poll(POLL)? && let Event::Key(key) = event::read()? {
+                if event::poll(POLL)?
+                    && let Event::Key(key) = event::read()?
+                {
                     if key.kind != KeyEventKind::Press {
                         continue;
                     }
@@ -157,11 +179,31 @@ pub fn attach(args: AttachArgs) -> anyhow::Result<()> {
     // Detach first so nothing new arrives, then read what is left and close the
     // last (partial) interval: no record of the target is lost.
     drop(sensors);
-    drain(&mut ring, &classifier, &topology, &clock, &target, &proc_root, &mut seen, &mut state, &mut output)?;
+    drain(
+        &mut ring,
+        &classifier,
+        &topology,
+        &clock,
+        &target,
+        &proc_root,
+        &mut seen,
+        &mut state,
+        &mut output,
+    )?;
     let elapsed = last_tick.elapsed().as_secs_f64();
-    tick(&mut sampler, &topology, &mut state, &mut output, elapsed, started)?;
+    tick(
+        &mut sampler,
+        &topology,
+        &mut state,
+        &mut output,
+        elapsed,
+        started,
+    )?;
     drop(output);
-    log::info!("{reason}: detached ({} NUMA errors seen)", state.errors_total);
+    log::info!(
+        "{reason}: detached ({} NUMA errors seen)",
+        state.errors_total
+    );
     Ok(())
 }
 
@@ -189,7 +231,10 @@ fn tick(
     Ok(())
 }
 
-#[expect(clippy::too_many_arguments, reason = "the loop's state, passed explicitly")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the loop's state, passed explicitly"
+)]
 fn drain(
     ring: &mut RingBuf<MapData>,
     classifier: &StealClassifier,

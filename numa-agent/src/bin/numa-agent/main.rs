@@ -89,11 +89,21 @@ struct AttachArgs {
     duration: Option<Duration>,
 
     /// As `run --sysfs-root`: where the NUMA topology is read (or a declared split).
-    #[arg(long, value_name = "DIR", default_value = "/sys", env = "NUMA_SYSFS_ROOT")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/sys",
+        env = "NUMA_SYSFS_ROOT"
+    )]
     sysfs_root: PathBuf,
 
     /// As `run --proc-root`.
-    #[arg(long, value_name = "DIR", default_value = "/proc", env = "NUMA_PROC_ROOT")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/proc",
+        env = "NUMA_PROC_ROOT"
+    )]
     proc_root: PathBuf,
 
     /// As `run --tracefs`.
@@ -108,7 +118,12 @@ struct CheckArgs {
     json: bool,
 
     /// Read the NUMA topology under this directory (as `run --sysfs-root`).
-    #[arg(long, value_name = "DIR", default_value = "/sys", env = "NUMA_SYSFS_ROOT")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/sys",
+        env = "NUMA_SYSFS_ROOT"
+    )]
     sysfs_root: PathBuf,
 
     /// Check tracefs at this path instead of the one in /proc/mounts (as `run --tracefs`).

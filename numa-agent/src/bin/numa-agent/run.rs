@@ -215,7 +215,8 @@ impl Pipeline<'_> {
             writer.write(&event).context("writing events to stdout")?;
         }
         if let Some(file) = &mut self.file {
-            file.write(&event).context("writing events to --events-file")?;
+            file.write(&event)
+                .context("writing events to --events-file")?;
         }
         Ok(())
     }
