@@ -71,3 +71,50 @@ fn events_file_rotates_and_holds_the_stdout_stream() {
     let tail = &stopped.stdout[stopped.stdout.len() - kept.len()..];
     assert_eq!(kept, tail.iter().map(String::as_str).collect::<Vec<_>>());
 }
+
+#[test]
+fn help_explains_the_operator_flags() {
+    use std::process::Command;
+    for (sub, flags) in [
+        (
+            "run",
+            &[
+                "--events-file",
+                "--events-file-max-bytes",
+                "--events-file-keep",
+                "--bpf-stats",
+            ][..],
+        ),
+        (
+            "attach",
+            &[
+                "--pid",
+                "--comm",
+                "--cgroup",
+                "--container",
+                "--json",
+                "--duration",
+            ][..],
+        ),
+        ("check", &["--json", "--sysfs-root", "--tracefs"][..]),
+    ] {
+        let out = Command::new(numa_tests::agent::agent_bin())
+            .args([sub, "--help"])
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "{sub} --help");
+        let help = String::from_utf8(out.stdout).expect("utf-8");
+        let lines: Vec<&str> = help.lines().collect();
+        for flag in flags {
+            let i = lines
+                .iter()
+                .position(|l| l.trim_start().starts_with(flag))
+                .unwrap_or_else(|| panic!("{sub}: {flag} not in help:\n{help}"));
+            let next = lines.get(i + 1).map_or("", |l| l.trim());
+            assert!(
+                !next.is_empty() && !next.starts_with('-'),
+                "{sub}: {flag} has no explanation:\n{help}"
+            );
+        }
+    }
+}

@@ -133,7 +133,7 @@ struct CheckArgs {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// Serve Prometheus metrics on this address (`/metrics`, `/healthz`). Loopback by
+    /// Serve Prometheus metrics on this address (`/metrics`, `/healthz`, `/readyz`). Loopback by
     /// default; use 0.0.0.0:9477 to let a remote Prometheus scrape it.
     #[arg(
         long,
