@@ -159,3 +159,28 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
     }
 }
+
+/// Kills the agent child `pid` if a test panics before stopping it (`Agent` has no
+/// `Drop`); `disarm` before `Agent::stop`, which reaps the pid.
+pub struct KillOnPanic {
+    pid: Option<u32>,
+}
+
+impl KillOnPanic {
+    pub fn new(pid: u32) -> Self {
+        Self { pid: Some(pid) }
+    }
+
+    pub fn disarm(&mut self) {
+        self.pid = None;
+    }
+}
+
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            // SAFETY: our own, not yet reaped child, by its pid.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}

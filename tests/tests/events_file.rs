@@ -1,7 +1,7 @@
 //! `run --events-file`: the same NDJSON stream as stdout, in size-rotated files.
 use std::{sync::mpsc, thread};
 
-use numa_tests::{agent::Agent, pin, require_privileges, split};
+use numa_tests::{agent::Agent, pin, prom::KillOnPanic, require_privileges, split};
 
 #[test]
 fn events_file_rotates_and_holds_the_stdout_stream() {
@@ -25,6 +25,7 @@ fn events_file_rotates_and_holds_the_stdout_stream() {
         "127.0.0.1:0",
     ])
     .expect("agent starts");
+    let mut guard = KillOnPanic::new(agent.pid());
     let (tx, rx) = mpsc::channel();
     let flipper = thread::spawn(move || {
         tx.send(pin::gettid()).expect("tid");
@@ -32,6 +33,7 @@ fn events_file_rotates_and_holds_the_stdout_stream() {
     });
     let _ = rx.recv();
     flipper.join().expect("flipper").expect("flips");
+    guard.disarm();
     let stopped = agent.stop().expect("stops");
     assert!(stopped.status.success(), "{}", stopped.stderr.join("\n"));
 

@@ -13,7 +13,7 @@ use std::{
 use numa_tests::{
     agent::Agent,
     pin,
-    prom::{PROMETHEUS, Prometheus, value},
+    prom::{KillOnPanic, PROMETHEUS, Prometheus, value},
     require_privileges, split,
 };
 
@@ -43,6 +43,7 @@ fn prometheus_scrapes_the_agent_and_promtool_finds_nothing_to_fix() {
         "--bpf-stats",
     ])
     .expect("agent starts");
+    let mut guard = KillOnPanic::new(agent.pid());
     assert_eq!(agent.http_get("/readyz").expect("readyz"), "ready\n");
 
     // One thread of this test moves between CPU 0 (node 0) and CPU 1 (node 1).
@@ -184,6 +185,7 @@ fn prometheus_scrapes_the_agent_and_promtool_finds_nothing_to_fix() {
         "promtool check metrics: {report}\n--- scraped:\n{text}"
     );
     drop(prom);
+    guard.disarm();
     let stopped = agent.stop().expect("stops");
     assert!(stopped.status.success(), "{}", stopped.stderr.join("\n"));
 }
