@@ -2,11 +2,16 @@
 //! metrics and events. The `numa-agent` binary wires them together.
 pub mod access;
 pub mod actuators;
+pub mod attach;
+pub mod bpf_sys;
 pub mod cgroup;
+pub mod check;
 pub mod errors;
 pub mod events;
+pub mod events_file;
 pub mod memory_blocks;
 pub mod metrics;
+pub mod operator_metrics;
 pub mod pidns;
 pub mod policy;
 pub mod privileges;

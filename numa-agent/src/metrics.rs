@@ -1,7 +1,14 @@
 //! Prometheus metrics, pulled: kernel counters are read from the BPF maps at scrape
 //! time by a `Collector`; userspace counts only what it decides (errors reported).
 //! Labels are bounded: node ids, probe names, steal types; never pid, tid or comm.
-use std::{future::Future, io, sync::Arc};
+use std::{
+    future::Future,
+    io,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
 use prometheus::{
@@ -22,6 +29,8 @@ pub struct Metrics {
     registry: Registry,
     steal_errors: IntCounterVec,
     access_errors: IntCounterVec,
+    /// Set while the sensors are attached and records are being read (`/readyz`).
+    ready: AtomicBool,
 }
 
 impl Metrics {
@@ -65,10 +74,12 @@ impl Metrics {
                 .set(1);
         }
         registry.register(Box::new(attached))?;
+        crate::operator_metrics::register_topology(&registry, topology)?;
         Ok(Self {
             registry,
             steal_errors,
             access_errors,
+            ready: AtomicBool::new(false),
         })
     }
 
@@ -78,9 +89,19 @@ impl Metrics {
             .inc();
     }
 
-    /// Register a further collector (e.g. the per-workload counters).
+    /// Register a further collector owned by another module (per-workload counters,
+    /// eBPF program statistics).
     pub fn register(&self, collector: Box<dyn Collector>) -> Result<(), prometheus::Error> {
         self.registry.register(collector)
+    }
+
+    /// Mark the agent ready (sensors attached, records flowing) or not (stopping).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
     }
 
     pub fn record_steal(&self, error: &NumaStealError) {
@@ -221,7 +242,21 @@ async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoRespon
     }
 }
 
-/// Serve `/metrics` and `/healthz` on `listener` until `shutdown` completes.
+/// `/readyz`: 200 once the sensors are attached and their records are read, 503
+/// before that and while stopping, so a probe takes the agent out before it detaches.
+async fn readyz_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    if metrics.is_ready() {
+        (axum::http::StatusCode::OK, "ready\n")
+    } else {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: sensors not attached or stopping\n",
+        )
+    }
+}
+
+/// Serve `/metrics`, `/healthz` (the process answers) and `/readyz` (sensors attached
+/// and read) on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
@@ -230,6 +265,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz_handler))
         .with_state(metrics);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

@@ -6,6 +6,7 @@ pub mod cgroups;
 pub mod ftrace;
 pub mod memory;
 pub mod pin;
+pub mod prom;
 pub mod scenarios;
 pub mod split;
 pub mod workload;

@@ -26,6 +26,11 @@ pub const APT_PACKAGES: &[&str] = &[
     "pkg-config",
     // The topology tests unpack hwloc's real-machine sysfs snapshots (*.tar.bz2).
     "bzip2",
+    // `prometheus` brings the server and `promtool`: tests scrape the agent with a real
+    // Prometheus, lint the scraped text, and check and unit-test the shipped alert rules.
+    "prometheus",
+    // `tmux` runs `numa-agent attach`'s live view in a real 80x24 terminal in tests.
+    "tmux",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -215,6 +215,27 @@ impl Sensors {
     }
 }
 
+impl Sensors {
+    /// Each loaded program's name and a duplicate of its fd, so its kernel statistics
+    /// (`bpf_prog_info`) can be read at scrape time. Programs whose fd cannot be
+    /// duplicated are left out with a warning.
+    pub fn program_fds(&self) -> Vec<(String, std::os::fd::OwnedFd)> {
+        self._ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let fd = program
+                    .fd()
+                    .ok()
+                    .and_then(|fd| std::os::fd::AsFd::as_fd(fd).try_clone_to_owned().ok());
+                if fd.is_none() {
+                    log::warn!("no fd for eBPF program {name}: its statistics are not exported");
+                }
+                fd.map(|fd| (name.to_owned(), fd))
+            })
+            .collect()
+    }
+}
+
 fn attach_tracepoint(
     ebpf: &mut Ebpf,
     name: &'static str,

@@ -1,9 +1,11 @@
 //! `numa-agent`: the numa-sensor agent's command line.
+mod attach;
+mod check;
 mod policy_cmd;
 mod run;
 mod topology_cmd;
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -45,6 +47,24 @@ enum Command {
     /// by `topology` and `run` in a child process; see topology/hwloc.rs).
     #[command(name = "hwloc-probe", hide = true)]
     HwlocProbe,
+
+    /// Preflight: can `run` work on this kernel, and what will it not see?
+    ///
+    /// Reports kernel version, BTF, tracefs, lockdown, capabilities held vs needed,
+    /// cgroup mode, numa_balancing and NUMA nodes, then loads and attaches a trivial
+    /// program for every probe variant (detaching at once) and says which attach, which
+    /// the agent uses, and for each that does not, why and what to change. Changes
+    /// nothing. Exit code 0: `run` can work; 1: it cannot (see the FAIL lines).
+    Check(CheckArgs),
+
+    /// Watch one workload live, without Kubernetes or a running daemon.
+    ///
+    /// Loads the sensor, keeps only the target's records and shows, refreshed every
+    /// second: CPU time per NUMA node, cross-node migrations per second from -> to,
+    /// local vs remote memory accesses (n/a: not sensed yet), and the recent NUMA
+    /// errors. Keys: q/Esc/Ctrl-C quit, s cycles the sort. Ends when the target exits,
+    /// after --duration, or on quit; detaches every program.
+    Attach(AttachArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,8 +118,88 @@ enum TopologyFormat {
 }
 
 #[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct TargetArgs {
+    /// Watch this process (all its threads).
+    #[arg(long, value_name = "PID")]
+    pid: Option<u32>,
+
+    /// Watch every process whose command name (/proc/PID/comm, 15 bytes) is NAME,
+    /// including ones that start later; ends when none is left.
+    #[arg(long, value_name = "NAME")]
+    comm: Option<String>,
+
+    /// Watch the processes of this cgroup: a directory under a cgroup mount, or the
+    /// path as /proc/PID/cgroup prints it (looked up under every hierarchy, cgroup2 first).
+    #[arg(long, value_name = "PATH")]
+    cgroup: Option<PathBuf>,
+
+    /// Watch a container's processes, found by its cgroup's name (docker, containerd,
+    /// CRI-O, podman); at least 12 hex digits of the id.
+    #[arg(long, value_name = "ID")]
+    container: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct AttachArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+
+    /// Stream NDJSON to stdout instead of the live view: every NUMAStealError of the
+    /// target (the `run --events json` schema) and one `AttachInterval` per second.
+    #[arg(long)]
+    json: bool,
+
+    /// Stop after this long (e.g. `30s`, `5m`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+
+    /// As `run --sysfs-root`: where the NUMA topology is read (or a declared split).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/sys",
+        env = "NUMA_SYSFS_ROOT"
+    )]
+    sysfs_root: PathBuf,
+
+    /// As `run --proc-root`.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/proc",
+        env = "NUMA_PROC_ROOT"
+    )]
+    proc_root: PathBuf,
+
+    /// As `run --tracefs`.
+    #[arg(long, value_name = "DIR")]
+    tracefs: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// Print the report as one JSON document instead of lines.
+    #[arg(long)]
+    json: bool,
+
+    /// Read the NUMA topology under this directory (as `run --sysfs-root`).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/sys",
+        env = "NUMA_SYSFS_ROOT"
+    )]
+    sysfs_root: PathBuf,
+
+    /// Check tracefs at this path instead of the one in /proc/mounts (as `run --tracefs`).
+    #[arg(long, value_name = "DIR")]
+    tracefs: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// Serve Prometheus metrics on this address (`/metrics`, `/healthz`). Loopback by
+    /// Serve Prometheus metrics on this address (`/metrics`, `/healthz`, `/readyz`). Loopback by
     /// default; use 0.0.0.0:9477 to let a remote Prometheus scrape it.
     #[arg(
         long,
@@ -171,6 +271,25 @@ struct RunArgs {
     /// last increments are scraped), then drop them. E.g. `30s`, `5m`.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
     workload_grace: std::time::Duration,
+
+    /// Also write the event stream (NDJSON, same schema as `--events json`) to this
+    /// file, rotated by size: FILE.1 is the newest full file, up to FILE.<keep>.
+    #[arg(long, value_name = "FILE", env = "NUMA_EVENTS_FILE")]
+    events_file: Option<PathBuf>,
+
+    /// Rotate --events-file before a line would take it past this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    events_file_max_bytes: u64,
+
+    /// Rotated --events-file copies to keep (0: truncate instead).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    events_file_keep: u32,
+
+    /// Turn on the kernel's per-program run statistics (kernel.bpf_stats_enabled) while
+    /// the agent runs, so numa_bpf_program_run_seconds_total and _runs_total advance.
+    /// Costs two clock reads per run of every eBPF program on the host; off by default.
+    #[arg(long)]
+    bpf_stats: bool,
 }
 
 /// A ratio between 0 and 1 inclusive.
@@ -201,6 +320,8 @@ fn main() -> ExitCode {
         Command::Policy(PolicyCommand::Validate(args)) => policy_cmd::validate(&args),
         Command::Topology(args) => topology_cmd::run(args),
         Command::HwlocProbe => topology_cmd::hwloc_probe(),
+        Command::Check(args) => return check::check(args),
+        Command::Attach(args) => attach::attach(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

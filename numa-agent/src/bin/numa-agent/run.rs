@@ -12,7 +12,9 @@ use numa_agent::{
     cgroup::IdPaths,
     errors::{NumaAccessError, NumaStealError},
     events::{AccessEvent, BootClock, EventWriter, StealEvent},
+    events_file::RotatingFile,
     metrics::{self, Metrics},
+    operator_metrics::{self, BpfProgramCollector},
     policy::evaluate::{AccessSample, ResourceType},
     policy::service::{self as policy_service, PolicyService},
     privileges,
@@ -125,6 +127,28 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         Some(svc)
     };
 
+    // Held until the function returns: the kernel keeps statistics on while it lives.
+    let _bpf_stats = if args.bpf_stats {
+        Some(operator_metrics::enable_bpf_stats().context(
+            "enabling eBPF run statistics (--bpf-stats; BPF_ENABLE_STATS needs kernel 5.8+ and CAP_SYS_ADMIN)",
+        )?)
+    } else {
+        None
+    };
+    metrics
+        .register(Box::new(
+            BpfProgramCollector::new(sensors.program_fds(), _bpf_stats.is_some())
+                .context("registering eBPF program statistics")?,
+        ))
+        .context("registering eBPF program statistics")?;
+    let events_file = match &args.events_file {
+        Some(path) => Some(EventWriter::new(
+            RotatingFile::open(path, args.events_file_max_bytes, args.events_file_keep)
+                .context("opening --events-file")?,
+        )),
+        None => None,
+    };
+
     let listener = TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("binding the metrics address {}", args.metrics_addr))?;
@@ -170,7 +194,9 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         refreshed: false,
         writer: (args.events == EventsFormat::Json)
             .then(|| EventWriter::new(BufWriter::new(io::stdout().lock()))),
+        file: events_file,
     };
+    pipeline.metrics.set_ready(true);
 
     // SAFETY: the RingBuf owns its map fd, which stays open until `into_inner` below.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -226,6 +252,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         }
     }
 
+    pipeline.metrics.set_ready(false);
     // Detach first so nothing new arrives, then read what is left: no record lost.
     drop(sensors);
     let mut ring = ring.into_inner();
@@ -261,6 +288,8 @@ struct Pipeline<'a> {
     /// Set when `topology` was re-read; the loop then rewrites the BPF map.
     refreshed: bool,
     writer: Option<EventWriter<BufWriter<io::StdoutLock<'a>>>>,
+    /// `--events-file`: the same stream, to a rotated file.
+    file: Option<EventWriter<RotatingFile>>,
 }
 
 impl Pipeline<'_> {
@@ -282,6 +311,9 @@ impl Pipeline<'_> {
         if let Some(w) = &mut self.writer {
             w.flush().context("writing events to stdout")?;
         }
+        if let Some(w) = &mut self.file {
+            w.flush().context("writing events to --events-file")?;
+        }
         Ok(())
     }
 
@@ -299,9 +331,9 @@ impl Pipeline<'_> {
             return Ok(());
         }
         self.metrics.record_access(error);
-        let Some(writer) = &mut self.writer else {
+        if self.writer.is_none() && self.file.is_none() {
             return Ok(());
-        };
+        }
         let comm =
             std::fs::read_to_string(self.proc_root.join(window.tgid.to_string()).join("comm"))
                 .ok()
@@ -318,8 +350,15 @@ impl Pipeline<'_> {
             window_seconds: length.as_secs_f64(),
             message: error.to_string(),
         };
-        writer.write(&event).context("writing events to stdout")?;
-        writer.flush().context("writing events to stdout")
+        if let Some(writer) = &mut self.writer {
+            writer.write(&event).context("writing events to stdout")?;
+            writer.flush().context("writing events to stdout")?;
+        }
+        if let Some(file) = &mut self.file {
+            file.write(&event)
+                .context("writing events to --events-file")?;
+        }
+        Ok(())
     }
 
     /// A CPU the kernel map placed in no node: re-read the topology (rate-limited).
@@ -356,9 +395,9 @@ impl Pipeline<'_> {
         let workload = self.resolver.resolve(m, report.pid);
         self.workloads
             .record_steal(&workload, self.resolver.liveness_dir(&workload));
-        let Some(writer) = &mut self.writer else {
+        if self.writer.is_none() && self.file.is_none() {
             return Ok(());
-        };
+        }
         let event = StealEvent {
             kind: NumaStealError::TYPE,
             timestamp: self.clock.rfc3339(m.boot_ns),
@@ -373,7 +412,13 @@ impl Pipeline<'_> {
             workload: &workload,
             message: report.error.to_string(),
         };
-        writer.write(&event).context("writing events to stdout")?;
+        if let Some(writer) = &mut self.writer {
+            writer.write(&event).context("writing events to stdout")?;
+        }
+        if let Some(file) = &mut self.file {
+            file.write(&event)
+                .context("writing events to --events-file")?;
+        }
         Ok(())
     }
 }
