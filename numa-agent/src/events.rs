@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::{
     errors::{NumaAccessError, NumaStealError},
+    steal::StealReport,
     workload::Workload,
 };
 
@@ -76,6 +77,27 @@ pub struct StealEvent<'a> {
     /// Who the event is charged to: process, cgroups, container, pod, QoS.
     pub workload: &'a Workload,
     pub message: String,
+}
+
+impl<'a> StealEvent<'a> {
+    /// The event for `report`, charged to `workload`, at `timestamp`.
+    pub fn new(report: &'a StealReport, workload: &'a Workload, timestamp: String) -> Self {
+        let m = &report.migration;
+        Self {
+            kind: NumaStealError::TYPE,
+            timestamp,
+            error: &report.error,
+            pid: report.pid,
+            tid: m.tid,
+            comm: &m.comm,
+            src_cpu: m.src_cpu,
+            dst_cpu: m.dst_cpu,
+            distance: report.distance,
+            actor_tid: m.actor_tid,
+            workload,
+            message: report.error.to_string(),
+        }
+    }
 }
 
 /// A `NUMAAccessError` as written to the stream: one per workload per window over

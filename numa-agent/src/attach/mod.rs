@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::{
     errors::node_label,
     steal::StealReport,
-    topology::{NodeId, Topology},
+    topology::{NodeId, Topology, format_cpulist},
 };
 
 /// How many recent NUMA errors the view keeps.
@@ -196,31 +196,6 @@ pub struct IntervalPair {
     pub count: u64,
 }
 
-/// `0,1,2,3,8` -> `0-3,8`.
-pub fn cpulist(cpus: &[u32]) -> String {
-    let mut out: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < cpus.len() {
-        let start = cpus[i];
-        let mut end = start;
-        while i + 1 < cpus.len() && cpus[i + 1] == end + 1 {
-            i += 1;
-            end = cpus[i];
-        }
-        out.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
-        i += 1;
-    }
-    if out.is_empty() {
-        "-".into()
-    } else {
-        out.join(",")
-    }
-}
-
 impl AttachState {
     pub fn new(target: String, topology: &Topology) -> Self {
         Self {
@@ -231,7 +206,11 @@ impl AttachState {
                 .iter()
                 .map(|n| NodeRow {
                     node: Some(n.id),
-                    cpus: cpulist(&n.cpus),
+                    cpus: if n.cpus.is_empty() {
+                        "-".into()
+                    } else {
+                        format_cpulist(&n.cpus)
+                    },
                     ..NodeRow::default()
                 })
                 .collect(),

@@ -14,7 +14,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::topology::{NodeId, Topology, parse_cpulist};
+use crate::topology::{NodeId, Topology, format_cpulist, parse_cpulist};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ActualPlacement {
@@ -84,7 +84,7 @@ pub fn read(proc_root: &Path, pid: u32, topology: &Topology) -> io::Result<Actua
         .collect();
     let memory_kb = parse_numa_maps(&fs::read_to_string(dir.join("numa_maps"))?);
     Ok(ActualPlacement {
-        cpus_allowed: cpulist_string(&allowed.into_iter().collect::<Vec<_>>()),
+        cpus_allowed: format_cpulist(&allowed.into_iter().collect::<Vec<_>>()),
         cpu_nodes: cpu_nodes.into_iter().collect(),
         running_nodes: running.into_iter().collect(),
         memory_kb,
@@ -121,27 +121,6 @@ pub fn parse_numa_maps(text: &str) -> BTreeMap<NodeId, u64> {
     out
 }
 
-/// `[0,1,2,5]` -> `0-2,5`, the kernel's own cpulist form.
-pub fn cpulist_string(cpus: &[u32]) -> String {
-    let mut parts = Vec::new();
-    let mut i = 0;
-    while i < cpus.len() {
-        let start = cpus[i];
-        let mut end = start;
-        while i + 1 < cpus.len() && cpus[i + 1] == end + 1 {
-            i += 1;
-            end = cpus[i];
-        }
-        parts.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
-        i += 1;
-    }
-    parts.join(",")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,10 +154,10 @@ mod tests {
 
     #[test]
     fn cpulists_round_trip() {
-        assert_eq!(cpulist_string(&[0, 1, 2, 5, 7, 8]), "0-2,5,7-8");
-        assert_eq!(cpulist_string(&[]), "");
+        assert_eq!(format_cpulist(&[0, 1, 2, 5, 7, 8]), "0-2,5,7-8");
+        assert_eq!(format_cpulist(&[]), "");
         assert_eq!(
-            parse_cpulist(&cpulist_string(&[3, 4, 9])),
+            parse_cpulist(&format_cpulist(&[3, 4, 9])),
             Ok(vec![3, 4, 9])
         );
     }

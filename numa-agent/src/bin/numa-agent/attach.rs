@@ -13,7 +13,6 @@ use aya::maps::{MapData, RingBuf};
 use numa_agent::{
     attach::{AttachState, CpuSampler, target, view},
     cgroup::IdPaths,
-    errors::NumaStealError,
     events::{BootClock, EventWriter, StealEvent},
     privileges,
     sensors::{Sensors, sched_migrate},
@@ -288,23 +287,9 @@ fn drain(
         let timestamp = clock.rfc3339(report.migration.boot_ns);
         state.record_steal(&report, &timestamp);
         if let Output::Json(w) = output {
-            let m = &report.migration;
-            let workload = classifier.workloads.resolve(m, report.pid);
-            w.write(&StealEvent {
-                kind: NumaStealError::TYPE,
-                timestamp,
-                error: &report.error,
-                pid: report.pid,
-                tid: m.tid,
-                comm: &m.comm,
-                src_cpu: m.src_cpu,
-                dst_cpu: m.dst_cpu,
-                distance: report.distance,
-                actor_tid: m.actor_tid,
-                workload: &workload,
-                message: report.error.to_string(),
-            })
-            .context("writing to stdout")?;
+            let workload = classifier.workloads.resolve(&report.migration, report.pid);
+            w.write(&StealEvent::new(&report, &workload, timestamp))
+                .context("writing to stdout")?;
             wrote = true;
         }
     }

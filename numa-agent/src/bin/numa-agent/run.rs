@@ -10,7 +10,7 @@ use aya::maps::{MapData, RingBuf};
 use numa_agent::{
     access::{AccessThreshold, AccessWindows, access_error},
     cgroup::IdPaths,
-    errors::{NumaAccessError, NumaStealError},
+    errors::NumaAccessError,
     events::{AccessEvent, BootClock, EventWriter, StealEvent},
     events_file::RotatingFile,
     metrics::{self, Metrics},
@@ -398,20 +398,7 @@ impl Pipeline<'_> {
         if self.writer.is_none() && self.file.is_none() {
             return Ok(());
         }
-        let event = StealEvent {
-            kind: NumaStealError::TYPE,
-            timestamp: self.clock.rfc3339(m.boot_ns),
-            error: &report.error,
-            pid: report.pid,
-            tid: m.tid,
-            comm: &m.comm,
-            src_cpu: m.src_cpu,
-            dst_cpu: m.dst_cpu,
-            distance: report.distance,
-            actor_tid: m.actor_tid,
-            workload: &workload,
-            message: report.error.to_string(),
-        };
+        let event = StealEvent::new(report, &workload, self.clock.rfc3339(m.boot_ns));
         if let Some(writer) = &mut self.writer {
             writer.write(&event).context("writing events to stdout")?;
         }
