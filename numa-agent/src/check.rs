@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::{
     bpf_sys, operator_metrics, privileges,
-    sensors::{sched_migrate, task},
+    sensors::{page_alloc, sched_migrate, task},
     topology::Topology,
     tracefs::{self, Tracefs},
 };
@@ -144,6 +144,32 @@ pub fn run(input: &CheckInput) -> Report {
             |t| {
                 let f = t.event_format(task::CATEGORY, task::EVENT)?;
                 task::config_from_format(&f).map(|_| ())
+            },
+        ),
+        tracepoint_probe(
+            "cgroup_attach_task",
+            "cgroup moves, so events name the workload a process belongs to now",
+            task::ATTACH_CATEGORY,
+            task::ATTACH_EVENT,
+            tracefs.as_ref(),
+            btf.as_ref(),
+            |t| {
+                let f = t.event_format(task::ATTACH_CATEGORY, task::ATTACH_EVENT)?;
+                f.int_field("dst_root", 4)?;
+                f.int_field("dst_id", 8)?;
+                f.int_field("pid", 4).map(|_| ())
+            },
+        ),
+        tracepoint_probe(
+            "mm_page_alloc",
+            "remote memory placement (NUMAAccessError, numa_memory_accesses_total)",
+            page_alloc::CATEGORY,
+            page_alloc::EVENT,
+            tracefs.as_ref(),
+            btf.as_ref(),
+            |t| {
+                let f = t.event_format(page_alloc::CATEGORY, page_alloc::EVENT)?;
+                page_alloc::config_from_format(&f).map(|_| ())
             },
         ),
         numa_fault_probe(btf.as_ref()),
