@@ -162,6 +162,9 @@ pub struct AttachState {
     pub sort: SortKey,
     pub elapsed_seconds: u64,
     pub last_interval_seconds: f64,
+    /// Pages placed for the target in the interval being closed, (local, remote), from
+    /// the page-allocation probe; `None` when it was not read (never a made-up 0).
+    pub accesses: Option<(u64, u64)>,
 }
 
 /// What `--json` writes once per interval (schema in README.md).
@@ -175,7 +178,8 @@ pub struct IntervalRecord {
     pub interval_seconds: f64,
     pub nodes: Vec<IntervalNode>,
     pub migrations: Vec<IntervalPair>,
-    /// Remote memory accesses are not sensed yet: always `null`, never a made-up 0.
+    /// Pages placed for the target in the interval on its CPU's node (`local`) or another
+    /// node (`remote`), from kmem:mm_page_alloc; `null` when not read.
     pub local_accesses: Option<u64>,
     pub remote_accesses: Option<u64>,
     pub remote_access_ratio: Option<f64>,
@@ -220,6 +224,7 @@ impl AttachState {
             sort: SortKey::Node,
             elapsed_seconds: 0,
             last_interval_seconds: 0.0,
+            accesses: None,
         }
     }
 
@@ -307,9 +312,12 @@ impl AttachState {
                 })
                 .collect(),
             migrations,
-            local_accesses: None,
-            remote_accesses: None,
-            remote_access_ratio: None,
+            local_accesses: self.accesses.map(|a| a.0),
+            remote_accesses: self.accesses.map(|a| a.1),
+            remote_access_ratio: self
+                .accesses
+                .filter(|(l, r)| l + r > 0)
+                .map(|(l, r)| r as f64 / (l + r) as f64),
         }
     }
 

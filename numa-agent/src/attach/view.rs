@@ -30,6 +30,17 @@ fn clock(seconds: u64) -> String {
     )
 }
 
+/// `local 10   remote 90   remote ratio 0.90`, with `n/a` where nothing was measured.
+fn access_line(accesses: Option<(u64, u64)>) -> String {
+    let na = || "n/a".to_owned();
+    let (local, remote) =
+        accesses.map_or_else(|| (na(), na()), |(l, r)| (l.to_string(), r.to_string()));
+    let ratio = accesses
+        .filter(|(l, r)| l + r > 0)
+        .map_or_else(na, |(l, r)| format!("{:.2}", r as f64 / (l + r) as f64));
+    format!("local {local}   remote {remote}   remote ratio {ratio}")
+}
+
 pub fn draw(frame: &mut Frame, state: &AttachState) {
     let bold = Style::default().add_modifier(Modifier::BOLD);
     let pairs = state.sorted_pairs();
@@ -135,9 +146,9 @@ pub fn draw(frame: &mut Frame, state: &AttachState) {
 
     frame.render_widget(
         Paragraph::new(vec![
-            Line::styled("Memory accesses", bold),
-            Line::from("local n/a   remote n/a   remote ratio n/a"),
-            Line::from("(remote memory accesses are not sensed by this agent yet)"),
+            Line::styled("Memory placement (pages allocated last interval)", bold),
+            Line::from(access_line(state.accesses)),
+            Line::from("(new pages by CPU node vs page node, kmem:mm_page_alloc)"),
         ]),
         accesses,
     );

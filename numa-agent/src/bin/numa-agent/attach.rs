@@ -11,11 +11,12 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::maps::{MapData, RingBuf};
 use numa_agent::{
+    access::AccessWindows,
     attach::{AttachState, CpuSampler, target, view},
     cgroup::IdPaths,
     events::{BootClock, EventWriter, StealEvent},
     privileges,
-    sensors::{Sensors, sched_migrate},
+    sensors::{Sensors, page_alloc, sched_migrate},
     steal::StealClassifier,
     topology::Topology,
     tracefs::Tracefs,
@@ -105,6 +106,7 @@ pub fn attach(args: AttachArgs) -> anyhow::Result<()> {
         ),
     };
     let clock = BootClock::new();
+    let mut windows = AccessWindows::default();
     log::info!(
         "attached to {} ({} process(es)) on {} node(s)",
         target.describe(),
@@ -146,6 +148,7 @@ pub fn attach(args: AttachArgs) -> anyhow::Result<()> {
         if now.duration_since(last_tick) >= TICK {
             let elapsed = now.duration_since(last_tick).as_secs_f64();
             last_tick = now;
+            state.accesses = target_accesses(&sensors, &mut windows, &state.pids);
             tick(
                 &mut sampler,
                 &topology,
@@ -193,6 +196,7 @@ pub fn attach(args: AttachArgs) -> anyhow::Result<()> {
 
     // Detach first so nothing new arrives, then read what is left and close the
     // last (partial) interval: no record of the target is lost.
+    state.accesses = target_accesses(&sensors, &mut windows, &state.pids);
     drop(sensors);
     drain(
         &mut ring,
@@ -220,6 +224,25 @@ pub fn attach(args: AttachArgs) -> anyhow::Result<()> {
         state.errors_total
     );
     Ok(())
+}
+
+/// Pages placed for `pids` since the last call, (local, remote); `None` if the
+/// kernel's counters could not be read.
+fn target_accesses(
+    sensors: &Sensors,
+    windows: &mut AccessWindows,
+    pids: &BTreeSet<u32>,
+) -> Option<(u64, u64)> {
+    let counts = page_alloc::read_workload_allocs(&sensors.workload_allocs)
+        .inspect_err(|e| log::warn!("reading page placement counts: {e}"))
+        .ok()?;
+    Some(
+        windows
+            .advance(counts)
+            .iter()
+            .filter(|w| pids.contains(&w.tgid))
+            .fold((0, 0), |(l, r), w| (l + w.local, r + w.remote)),
+    )
 }
 
 fn tick(
