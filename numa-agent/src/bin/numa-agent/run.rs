@@ -220,11 +220,6 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                 let mut guard = guard.context("waiting on the ring buffer")?;
                 pipeline.drain(guard.get_inner_mut())?;
                 guard.clear_ready();
-                if std::mem::take(&mut pipeline.refreshed) {
-                    sensors
-                        .update_topology(&pipeline.topology)
-                        .context("rewriting the cpu->node map")?;
-                }
             }
             _ = tick.tick() => pipeline.drain(ring.get_mut())?,
             _ = access_tick.tick() => {
@@ -249,6 +244,12 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             }
             _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
+        }
+        // A drain that met a CPU of no node re-read the topology: follow it in the kernel.
+        if std::mem::take(&mut pipeline.refreshed) {
+            sensors
+                .update_topology(&pipeline.topology)
+                .context("rewriting the cpu->node map")?;
         }
     }
 
