@@ -84,11 +84,14 @@ pub struct ProbeStatus {
 pub const UNAVAILABLE: &str = "unavailable";
 
 /// Optional probes and their settings; [`Default`] loads none of them.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct SensorOptions {
     /// Sample one user page fault in this many per CPU (`exceptions:page_fault_user`);
     /// `None` leaves the probe out.
     pub fault_sample_rate: Option<u32>,
+    /// Only try these page-fault attach variants (labels of [`page_fault::VARIANTS`]),
+    /// in their usual order; empty tries all. For tests of each fallback.
+    pub fault_variants: Vec<String>,
 }
 
 /// The loaded programs and their counter maps. Dropping it detaches every program.
@@ -253,7 +256,7 @@ impl Sensors {
         ];
         match fault_config {
             None => {}
-            Some(Ok(_)) => probes.push(attach_page_fault(&mut ebpf)),
+            Some(Ok(_)) => probes.push(attach_page_fault(&mut ebpf, &options.fault_variants)),
             Some(Err(why)) => {
                 log::warn!(
                     "page_fault_user unavailable, sampled page faults are not measured: {why} \
@@ -335,9 +338,13 @@ fn attach_tracepoint(
 /// libbpf-tools numamove.c does the same with fentry/kprobe): `tp_btf` needs kernel
 /// BTF, `raw_tracepoint` needs nothing but the tracepoint, the classic tracepoint is
 /// the last resort. Each failure is logged with its reason.
-fn attach_page_fault(ebpf: &mut Ebpf) -> ProbeStatus {
+fn attach_page_fault(ebpf: &mut Ebpf, only: &[String]) -> ProbeStatus {
     let mut why = Vec::new();
     for (variant, name) in page_fault::VARIANTS {
+        if !only.is_empty() && !only.iter().any(|v| v == variant) {
+            why.push(format!("{variant}: not requested"));
+            continue;
+        }
         let attached = match variant {
             "tp_btf" => attach_btf(ebpf, name, page_fault::EVENT),
             "raw_tracepoint" => attach_raw(ebpf, name, page_fault::EVENT),

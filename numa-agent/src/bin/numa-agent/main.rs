@@ -263,6 +263,11 @@ struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = numa_agent::sensors::page_fault::DEFAULT_SAMPLE_RATE)]
     fault_sample_rate: u32,
 
+    /// Internal (tests): try only these page-fault attach variants (`tp_btf`,
+    /// `raw_tracepoint`, `tracepoint`); the default tries all, newest first.
+    #[arg(long, value_name = "VARIANT", hide = true)]
+    fault_variant: Vec<String>,
+
     /// Windows decided by sampled faults need at least this many resolved samples.
     #[arg(long, value_name = "SAMPLES", default_value_t = 16)]
     min_access_samples: u64,

@@ -86,6 +86,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         &attribution,
         SensorOptions {
             fault_sample_rate: (args.fault_sample_rate > 0).then_some(args.fault_sample_rate),
+            fault_variants: args.fault_variant.clone(),
         },
     )
     .context("loading the eBPF sensors")?;
