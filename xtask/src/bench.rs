@@ -39,8 +39,10 @@ pub fn run(args: &BenchArgs, agent: &Path, workload: &Path) -> Result<()> {
     let split = declared_split()?;
     let previous = fs::read_to_string(BPF_STATS).context("reading kernel.bpf_stats_enabled")?;
     fs::write(BPF_STATS, "1").context("enabling kernel.bpf_stats_enabled (needs root)")?;
-    let result = rounds(args, agent, workload, &split)
-        .and_then(|()| page_fault_rounds(args, agent, workload, &split));
+    let result = rounds(args, agent, workload, &split).and_then(|()| {
+        fs::write(BPF_STATS, "0").context("disabling kernel.bpf_stats_enabled")?;
+        page_fault_rounds(args, agent, workload, &split)
+    });
     let _ = fs::write(BPF_STATS, previous.trim());
     let _ = fs::remove_dir_all(&split);
     result
@@ -126,13 +128,22 @@ fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Pa
         run_checked(cmd)?;
         Ok(start.elapsed())
     };
+    // The machine is shared and noisy: each condition's time is the median of
+    // TOUCHES runs, and the order of the conditions rotates from round to round.
+    const TOUCHES: usize = 5;
+    let median_touch = || -> Result<Duration> {
+        let mut t = (0..TOUCHES).map(|_| touch()).collect::<Result<Vec<_>>>()?;
+        t.sort();
+        Ok(t[TOUCHES / 2])
+    };
     println!();
     println!(
         "page faults: `numa-workload touch --mib 256` (65536 first-touch faults); cost per hit \
          of mm_page_alloc vs `bpftrace -e '{BPFTRACE_PAGE_ALLOC}'` and of page_fault_user \
          (default --fault-sample-rate, attach variant as the agent picks it) vs `bpftrace -e \
          '{BPFTRACE_PAGE_FAULT}'`; wall time detached (A), attached with defaults (B), \
-         attached with --fault-sample-rate 0 (C), alternating"
+         attached with --fault-sample-rate 0 (C): each the median of 5 runs, conditions in \
+         rotating order, with kernel.bpf_stats_enabled=0 (it is on only while the cost is read)"
     );
     println!(
         "{:>5} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>7} {:>7}",
@@ -161,7 +172,6 @@ fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Pa
     };
     let (mut with_faults, mut without) = (Vec::new(), Vec::new());
     for round in 1..=args.rounds.max(5) {
-        let detached = touch()?;
         let mut agent = start_agent(&[])?;
         let mut bpftrace_alloc = spawn_until(
             Command::new("bpftrace").args(["-e", BPFTRACE_PAGE_ALLOC]),
@@ -183,18 +193,32 @@ fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Pa
                 total(&prog_stats(bpftrace_fault.id())?, ""),
             ])
         };
+        // Statistics cost two clock reads per program run: on only while measuring
+        // cost, off while timing the workload (as the agent runs by default).
+        fs::write(BPF_STATS, "1").context("enabling kernel.bpf_stats_enabled")?;
         let before = stats()?;
         let _ = touch()?;
         let after = stats()?;
+        fs::write(BPF_STATS, "0").context("disabling kernel.bpf_stats_enabled")?;
         stop(&mut bpftrace_alloc)?;
         stop(&mut bpftrace_fault)?;
         let [alloc, alloc_bt, fault, fault_bt] = std::array::from_fn(|i| after[i].since(before[i]));
-        // The slowdown is measured with the agent alone attached.
-        let attached = touch()?;
         stop(&mut agent)?;
-        let mut agent = start_agent(&["--fault-sample-rate", "0"])?;
-        let no_faults = touch()?;
-        stop(&mut agent)?;
+        // The slowdown is measured with the agent alone attached (or nothing).
+        let mut times = [Duration::ZERO; 3];
+        for i in 0..3 {
+            let condition = (i + round) % 3;
+            let mut agent = match condition {
+                0 => None,
+                1 => Some(start_agent(&[])?),
+                _ => Some(start_agent(&["--fault-sample-rate", "0"])?),
+            };
+            times[condition] = median_touch()?;
+            if let Some(a) = &mut agent {
+                stop(a)?;
+            }
+        }
+        let [detached, attached, no_faults] = times;
         let b = attached.as_secs_f64() / detached.as_secs_f64();
         let c = no_faults.as_secs_f64() / detached.as_secs_f64();
         with_faults.push(b);
