@@ -342,7 +342,7 @@ mod tests {
             _ => Err(io::Error::from_raw_os_error(libc::ESRCH)),
         });
         let totals = s.totals();
-        let totals = totals.lock().unwrap();
+        let totals = totals.lock().expect("not poisoned");
         assert_eq!(totals.pairs, BTreeMap::from([((0, 1), 2)]));
         assert_eq!(
             totals.unresolved,
