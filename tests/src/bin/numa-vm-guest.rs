@@ -127,8 +127,9 @@ fn access() -> Result<String> {
     scenarios::access_placement(&[], "/sys", &cases)
 }
 
-/// Sampled page faults: CPUs of node 0, memory bound to node 1 with numactl; the
-/// agent's samples for the workload, resolved with move_pages, are 0 -> 1 and about its
+/// Sampled page faults: CPUs of node 0, memory bound to node 1 (and, on the 4-node
+/// guest, to the memory-only node) with numactl; the agent's samples for the
+/// workload, resolved with move_pages, are 0 -> that node and about its
 /// kernel-counted faults / 16. The attach variant is left to the agent's preference.
 fn faults() -> Result<String> {
     if !std::path::Path::new("/sys/kernel/tracing/events/exceptions/page_fault_user").exists() {
@@ -136,21 +137,30 @@ fn faults() -> Result<String> {
     }
     let workload =
         std::env::var("NUMA_WORKLOAD_BIN").unwrap_or_else(|_| "/usr/bin/numa-workload".into());
-    let case = fault_scenarios::FaultCase {
-        label: "numactl --cpunodebind=0 --membind=1".into(),
-        command: vec![
-            "numactl".into(),
-            "--cpunodebind=0".into(),
-            "--membind=1".into(),
-            workload,
-            "touch".into(),
-            "--hold".into(),
-            "1500ms".into(),
-        ],
-        cpu_node: 0,
-        mem_node: 1,
-    };
-    Ok(fault_scenarios::sampled_faults_match(&[], 16, None, &case)?.to_string())
+    let cpu_nodes: std::collections::BTreeSet<u32> =
+        cpus_with_nodes()?.into_iter().map(|(_, n)| n).collect();
+    let mut targets = vec![1];
+    targets.extend(online_nodes()?.into_iter().find(|n| !cpu_nodes.contains(n)));
+    let mut report = Vec::new();
+    for mem in targets {
+        let case = fault_scenarios::FaultCase {
+            label: format!("numactl --cpunodebind=0 --membind={mem}"),
+            command: vec![
+                "numactl".into(),
+                "--cpunodebind=0".into(),
+                format!("--membind={mem}"),
+                workload.clone(),
+                "touch".into(),
+                "--hold".into(),
+                "1500ms".into(),
+            ],
+            cpu_node: 0,
+            mem_node: mem,
+        };
+        let outcome = fault_scenarios::sampled_faults_match(&[], 16, None, &case)?;
+        report.push(format!("0->{mem} {outcome}"));
+    }
+    Ok(report.join("; "))
 }
 
 fn online_nodes() -> Result<Vec<u32>> {
