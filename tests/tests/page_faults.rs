@@ -43,3 +43,62 @@ fn sampled_remote_faults_match_the_kernels_fault_count_for_every_variant() {
         eprintln!("{outcome}");
     }
 }
+
+/// A kernel without `exceptions:page_fault_user` (arm64), simulated with a tracefs
+/// copy that lacks it: the agent still runs, says the probe is unavailable, and
+/// exports no sampled-fault series (absent, not a measured zero).
+#[test]
+fn without_the_tracepoint_the_probe_is_unavailable_not_zero() {
+    require_privileges!();
+    let real = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .into_iter()
+        .map(std::path::Path::new)
+        .find(|p| p.join("events/sched").exists())
+        .expect("tracefs mounted");
+    let fake = tempfile::tempdir().expect("tempdir");
+    for event in [
+        "sched/sched_migrate_task",
+        "task/task_newtask",
+        "kmem/mm_page_alloc",
+        "cgroup/cgroup_attach_task",
+    ] {
+        let dir = fake.path().join("events").join(event);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::copy(
+            real.join("events").join(event).join("format"),
+            dir.join("format"),
+        )
+        .expect("copy format");
+    }
+    let agent = numa_tests::agent::Agent::start(&[
+        "run",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--tracefs",
+        fake.path().to_str().expect("utf-8"),
+    ])
+    .expect("agent starts without the page-fault tracepoint");
+    let metrics = agent.http_get("/metrics").expect("metrics");
+    let stopped = agent.stop().expect("stops");
+    assert!(stopped.status.success(), "{}", stopped.stderr.join("\n"));
+    assert_eq!(
+        numa_tests::agent::sample(
+            &metrics,
+            r#"numa_probe_attached{probe="page_fault_user",variant="unavailable"}"#
+        ),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("numa_sampled_faults_total"),
+        "sampled-fault series exported without the probe:\n{metrics}"
+    );
+    assert!(
+        stopped
+            .stderr
+            .iter()
+            .any(|l| l.contains("page_fault_user unavailable")),
+        "no warning in the log:\n{}",
+        stopped.stderr.join("\n")
+    );
+}

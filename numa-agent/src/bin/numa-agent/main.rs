@@ -265,7 +265,8 @@ struct RunArgs {
 
     /// Internal (tests): try only these page-fault attach variants (`tp_btf`,
     /// `raw_tracepoint`, `tracepoint`); the default tries all, newest first.
-    #[arg(long, value_name = "VARIANT", hide = true)]
+    #[arg(long, value_name = "VARIANT", hide = true,
+          value_parser = ["tp_btf", "raw_tracepoint", "tracepoint"])]
     fault_variant: Vec<String>,
 
     /// Windows decided by sampled faults need at least this many resolved samples.
