@@ -11,6 +11,17 @@
 //! `numa_hint_faults_local / numa_hint_faults` counts sampled NUMA-balancing faults;
 //! a workload whose memory is all remote scores near 1 on all three, but a workload
 //! that allocated locally and then migrated shows here only in its new allocations.
+//!
+//! A second, separate source: *sampled user page faults* (`exceptions:page_fault_user`,
+//! x86, one in `--fault-sample-rate` per CPU), each resolved to the node its page is on
+//! by `move_pages(2)` (see `sampled_faults`). A sample counts when the query named a
+//! node and the faulting CPU is in a known node; it is `local` or `remote` like a page.
+//! Faults cover what placement does not: faults on memory that already exists (page
+//! cache, shared libraries, copy-on-write, swap-in, and with `numa_balancing=1` the
+//! NUMA hinting faults themselves), not only first touches. The two sources are never
+//! added together (pages are counted exactly, faults 1 in N); per window and workload
+//! [`window_verdict`] takes placement when it has `min_pages` pages, else sampled
+//! faults when they have `min_samples` samples, and says which it used.
 use std::collections::BTreeMap;
 
 use crate::{
@@ -58,36 +69,50 @@ impl AccessWindows {
     /// simply stops contributing; a counter that went backwards (evicted and
     /// re-created) counts from zero.
     pub fn advance(&mut self, now: BTreeMap<AllocKey, u64>) -> Vec<WorkloadAccess> {
-        let mut per_tgid: BTreeMap<u32, WorkloadAccess> = BTreeMap::new();
-        for (key, &count) in &now {
+        let deltas = now.iter().map(|(key, &count)| {
             let before = self.previous.get(key).copied().unwrap_or(0);
             let delta = if count >= before {
                 count - before
             } else {
                 count
             };
-            if delta == 0 {
-                continue;
-            }
-            let w = per_tgid.entry(key.tgid).or_insert_with(|| WorkloadAccess {
-                tgid: key.tgid,
-                ..WorkloadAccess::default()
-            });
-            match (key.cpu_node, key.mem_node) {
-                (Some(c), Some(m)) => {
-                    if c == m {
-                        w.local += delta;
-                    } else {
-                        w.remote += delta;
-                    }
-                    *w.pairs.entry((c, m)).or_default() += delta;
-                }
-                _ => w.unknown += delta,
-            }
-        }
+            (*key, delta)
+        });
+        let out = group(deltas);
         self.previous = now;
-        per_tgid.into_values().collect()
+        out
     }
+}
+
+/// Per-thread-group windows from counts that already are one window's deltas (the
+/// sampled faults the agent resolved itself).
+pub fn from_deltas(deltas: &BTreeMap<AllocKey, u64>) -> Vec<WorkloadAccess> {
+    group(deltas.iter().map(|(k, &v)| (*k, v)))
+}
+
+fn group(deltas: impl Iterator<Item = (AllocKey, u64)>) -> Vec<WorkloadAccess> {
+    let mut per_tgid: BTreeMap<u32, WorkloadAccess> = BTreeMap::new();
+    for (key, delta) in deltas {
+        if delta == 0 {
+            continue;
+        }
+        let w = per_tgid.entry(key.tgid).or_insert_with(|| WorkloadAccess {
+            tgid: key.tgid,
+            ..WorkloadAccess::default()
+        });
+        match (key.cpu_node, key.mem_node) {
+            (Some(c), Some(m)) => {
+                if c == m {
+                    w.local += delta;
+                } else {
+                    w.remote += delta;
+                }
+                *w.pairs.entry((c, m)).or_default() += delta;
+            }
+            _ => w.unknown += delta,
+        }
+    }
+    per_tgid.into_values().collect()
 }
 
 /// When a window's ratio makes a `NUMAAccessError`.
@@ -97,6 +122,38 @@ pub struct AccessThreshold {
     pub max_cross_access: f64,
     /// Fewer classified pages than this: too little evidence, never an error.
     pub min_pages: u64,
+}
+
+/// Which evidence a window's verdict rests on (`source` in the event).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessSource {
+    /// Pages allocated (`kmem:mm_page_alloc`), counted exactly.
+    PageAlloc,
+    /// Sampled user page faults resolved with `move_pages(2)`.
+    SampledFaults,
+}
+
+/// The error for one workload's window from its two sources: placement decides when
+/// it has at least `threshold.min_pages` classified pages; otherwise sampled faults
+/// decide when they have at least `min_samples` classified samples; otherwise there
+/// is too little evidence. Never both, so one window makes at most one error.
+pub fn window_verdict(
+    placement: Option<&WorkloadAccess>,
+    sampled: Option<&WorkloadAccess>,
+    threshold: AccessThreshold,
+    min_samples: u64,
+    topology: &Topology,
+) -> Option<(NumaAccessError, AccessSource)> {
+    if let Some(p) = placement.filter(|p| p.local + p.remote >= threshold.min_pages) {
+        return access_error(p, threshold, topology).map(|e| (e, AccessSource::PageAlloc));
+    }
+    let s = sampled?;
+    let by_samples = AccessThreshold {
+        min_pages: min_samples,
+        ..threshold
+    };
+    access_error(s, by_samples, topology).map(|e| (e, AccessSource::SampledFaults))
 }
 
 /// The error for `w`, if its window is over the threshold with enough evidence.
@@ -169,6 +226,54 @@ mod tests {
             vec![(7, 50, 0), (8, 0, 5)]
         );
         assert_eq!(second[1].ratio(), None, "unknown pages are in neither side");
+    }
+
+    #[test]
+    fn placement_decides_with_enough_pages_else_sampled_faults() {
+        let t = topology();
+        let th = AccessThreshold {
+            max_cross_access: 0.15,
+            min_pages: 256,
+        };
+        let w = |local, remote, pair| WorkloadAccess {
+            tgid: 1,
+            local,
+            remote,
+            unknown: 0,
+            pairs: Map::from([(pair, remote), ((0, 0), local)]),
+        };
+        let placed_local = w(1000, 0, (0, 3));
+        let sampled_remote = w(0, 40, (0, 3));
+        assert!(
+            window_verdict(Some(&placed_local), Some(&sampled_remote), th, 16, &t).is_none(),
+            "placement has the evidence and is local: the samples do not override it"
+        );
+        let (e, source) =
+            window_verdict(Some(&w(10, 20, (0, 3))), Some(&sampled_remote), th, 16, &t)
+                .expect("too few pages: samples decide");
+        assert_eq!(
+            (source, e.target_node, e.ratio),
+            (AccessSource::SampledFaults, 3, 1.0)
+        );
+        let (_, source) =
+            window_verdict(Some(&w(0, 300, (0, 3))), None, th, 16, &t).expect("placement remote");
+        assert_eq!(source, AccessSource::PageAlloc);
+        assert!(
+            window_verdict(None, Some(&w(0, 15, (0, 3))), th, 16, &t).is_none(),
+            "15 samples < 16"
+        );
+        let fresh = from_deltas(&Map::from([
+            (key(5, Some(0), Some(3)), 3),
+            (key(5, Some(0), Some(0)), 1),
+            (key(6, None, Some(0)), 2),
+        ]));
+        assert_eq!(
+            fresh
+                .iter()
+                .map(|a| (a.tgid, a.local, a.remote, a.unknown))
+                .collect::<Vec<_>>(),
+            vec![(5, 1, 3, 0), (6, 0, 0, 2)]
+        );
     }
 
     #[test]

@@ -114,8 +114,15 @@ pub struct AccessEvent<'a> {
     pub comm: Option<String>,
     /// `pid:<tgid>` until cgroup/container attribution names it better.
     pub workload: String,
+    /// Which evidence decided: `page_alloc` or `sampled_faults` (README, access ratio).
+    pub source: crate::access::AccessSource,
+    /// Pages allocated in the window, local / remote to the allocating CPU's node.
     pub local_pages: u64,
     pub remote_pages: u64,
+    /// Sampled faults resolved in the window, local / remote; `null` when the
+    /// page-fault probe is not attached (never a 0 that was not measured).
+    pub sampled_local: Option<u64>,
+    pub sampled_remote: Option<u64>,
     pub window_seconds: f64,
     pub message: String,
 }

@@ -16,6 +16,7 @@ pub mod pidns;
 pub mod policy;
 pub mod privileges;
 pub mod procfs;
+pub mod sampled_faults;
 pub mod sensors;
 pub mod steal;
 pub mod topology;

@@ -64,14 +64,15 @@ impl Metrics {
         let attached = IntGaugeVec::new(
             Opts::new(
                 "numa_probe_attached",
-                "1 for each probe attached, with the variant that won",
+                "1 for each probe attached, with the variant that won; 0 with variant \
+                 `unavailable` for a requested probe this kernel cannot host",
             ),
             &["probe", "variant"],
         )?;
         for p in probes {
             attached
                 .with_label_values(&[p.probe.label(), p.variant])
-                .set(1);
+                .set(i64::from(p.variant != crate::sensors::UNAVAILABLE));
         }
         registry.register(Box::new(attached))?;
         crate::operator_metrics::register_topology(&registry, topology)?;

@@ -33,6 +33,9 @@ pub mod maps {
     /// `LruPerCpuHashMap<AccessKey, u64>`: pages allocated per (thread group, CPU node,
     /// memory node), for per-workload cross-node ratios.
     pub const WORKLOAD_ALLOCS: &str = "WORKLOAD_ALLOCS";
+    /// `PerCpuArray<u64>`: per CPU, user page faults left before the next sample of the
+    /// page-fault program (a countdown from [`super::FaultConfig::sample_rate`]).
+    pub const FAULT_COUNTDOWN: &str = "FAULT_COUNTDOWN";
 }
 
 /// Program names, as the functions are named in `numa-ebpf`.
@@ -41,6 +44,12 @@ pub mod programs {
     pub const TASK_NEWTASK: &str = "task_newtask";
     pub const MM_PAGE_ALLOC: &str = "mm_page_alloc";
     pub const CGROUP_ATTACH_TASK: &str = "cgroup_attach_task";
+    /// `exceptions:page_fault_user` as a BTF-typed raw tracepoint (`tp_btf`), tried first.
+    pub const PAGE_FAULT_USER_BTF: &str = "page_fault_user_btf";
+    /// The same as a raw tracepoint (arguments untyped), tried second.
+    pub const PAGE_FAULT_USER_RAW: &str = "page_fault_user_raw";
+    /// The same as a classic tracepoint (fields at offsets from tracefs), tried last.
+    pub const PAGE_FAULT_USER_TP: &str = "page_fault_user_tp";
 }
 
 /// Names of the load-time constants (`Global<T>` statics) set by the agent.
@@ -53,6 +62,8 @@ pub mod globals {
     pub const PAGE_ALLOC_CONFIG: &str = "PAGE_ALLOC_CONFIG";
     /// [`super::AttachConfig`].
     pub const ATTACH_CONFIG: &str = "ATTACH_CONFIG";
+    /// [`super::FaultConfig`].
+    pub const FAULT_CONFIG: &str = "FAULT_CONFIG";
 }
 
 /// Probe ids: index of the [`maps::LOST`] counters and tag of each ring-buffer record.
@@ -61,15 +72,21 @@ pub mod globals {
 pub enum Probe {
     SchedMigrateTask = 0,
     MmPageAlloc = 1,
+    PageFaultUser = 2,
 }
 
 impl Probe {
-    pub const ALL: [Probe; 2] = [Probe::SchedMigrateTask, Probe::MmPageAlloc];
+    pub const ALL: [Probe; 3] = [
+        Probe::SchedMigrateTask,
+        Probe::MmPageAlloc,
+        Probe::PageFaultUser,
+    ];
     /// Stable label used in metrics (`numa_events_lost_total{probe}`).
     pub const fn label(self) -> &'static str {
         match self {
             Probe::SchedMigrateTask => "sched_migrate_task",
             Probe::MmPageAlloc => "mm_page_alloc",
+            Probe::PageFaultUser => "page_fault_user",
         }
     }
 }
@@ -287,6 +304,45 @@ pub struct MigrateRecord {
 }
 const _: () = assert!(core::mem::size_of::<MigrateRecord>() == 80);
 
+/// Load-time constants of the `exceptions:page_fault_user` programs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct FaultConfig {
+    /// Sample one user fault in this many, counted per CPU (>= 1).
+    pub sample_rate: u32,
+    /// As [`MigrateConfig::agent_tgid`]: the agent's own faults are never sampled.
+    pub agent_tgid: u32,
+    /// Classic-tracepoint variant only: byte offset of `unsigned long address`.
+    pub address_offset: u32,
+    /// Classic-tracepoint variant only: byte offset of `unsigned long error_code`.
+    pub error_code_offset: u32,
+}
+const _: () = assert!(core::mem::size_of::<FaultConfig>() == 16);
+
+/// One sampled user page fault, sent through [`maps::EVENTS`]. Recorded before the
+/// kernel handles the fault, so the page's node is not known yet: the agent asks
+/// `move_pages(2)` for it later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct FaultRecord {
+    /// Always [`Probe::PageFaultUser`]; first field of every ring-buffer record.
+    pub probe: u32,
+    /// CPU the fault was taken on.
+    pub cpu: u32,
+    /// Node of that CPU ([`NODE_UNKNOWN`] if none).
+    pub cpu_node: u32,
+    /// The faulting thread (`current`) and its thread group.
+    pub tid: u32,
+    pub tgid: u32,
+    pub _pad: u32,
+    /// Faulting user virtual address (`cr2`).
+    pub address: u64,
+    /// x86 page-fault error code (arch/x86/include/asm/trap_pf.h: bit 0 present,
+    /// 1 write, 2 user, 4 instruction fetch, ...).
+    pub error_code: u64,
+}
+const _: () = assert!(core::mem::size_of::<FaultRecord>() == 40);
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: #[repr(C)], integers only, explicit padding: every bit pattern is valid.
@@ -305,4 +361,6 @@ mod pod {
     unsafe impl aya::Pod for super::AccessKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::AttachConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FaultConfig {}
 }

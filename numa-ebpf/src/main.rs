@@ -5,6 +5,7 @@
 
 mod maps;
 mod page_alloc;
+mod page_fault;
 mod sched_migrate;
 mod task;
 

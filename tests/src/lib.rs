@@ -3,6 +3,7 @@
 //! process, and a thread that migrates on command.
 pub mod agent;
 pub mod cgroups;
+pub mod fault_scenarios;
 pub mod ftrace;
 pub mod memory;
 pub mod pin;

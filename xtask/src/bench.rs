@@ -31,6 +31,7 @@ pub struct BenchArgs {
 const BPFTRACE_ONE_LINER: &str =
     "tracepoint:sched:sched_migrate_task { @[args->orig_cpu, args->dest_cpu] = count(); }";
 const BPFTRACE_PAGE_ALLOC: &str = "tracepoint:kmem:mm_page_alloc { @[cpu] = count(); }";
+const BPFTRACE_PAGE_FAULT: &str = "tracepoint:exceptions:page_fault_user { @[cpu] = count(); }";
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 pub fn run(args: &BenchArgs, agent: &Path, workload: &Path) -> Result<()> {
@@ -38,8 +39,10 @@ pub fn run(args: &BenchArgs, agent: &Path, workload: &Path) -> Result<()> {
     let split = declared_split()?;
     let previous = fs::read_to_string(BPF_STATS).context("reading kernel.bpf_stats_enabled")?;
     fs::write(BPF_STATS, "1").context("enabling kernel.bpf_stats_enabled (needs root)")?;
-    let result = rounds(args, agent, workload, &split)
-        .and_then(|()| page_fault_rounds(args, agent, workload, &split));
+    let result = rounds(args, agent, workload, &split).and_then(|()| {
+        fs::write(BPF_STATS, "0").context("disabling kernel.bpf_stats_enabled")?;
+        page_fault_rounds(args, agent, workload, &split)
+    });
     let _ = fs::write(BPF_STATS, previous.trim());
     let _ = fs::remove_dir_all(&split);
     result
@@ -111,9 +114,11 @@ fn one_round(
     Ok((after.0.since(before.0), after.1.since(before.1)))
 }
 
-/// The `mm_page_alloc` program's cost per hit next to a bpftrace counter on the same
-/// tracepoint, and the slowdown of a page-fault-heavy workload (touching 256 MiB page
-/// by page) with the agent attached vs detached, run alternately.
+/// The `mm_page_alloc` and `page_fault_user` programs' cost per hit, each next to a
+/// bpftrace counter on the same tracepoint, and the slowdown of a page-fault-heavy
+/// workload (touching 256 MiB page by page) with the agent attached (default
+/// `--fault-sample-rate`, and with the page-fault probe off) vs detached, run
+/// alternately.
 fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Path) -> Result<()> {
     let touch = || -> Result<Duration> {
         let start = std::time::Instant::now();
@@ -123,61 +128,125 @@ fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Pa
         run_checked(cmd)?;
         Ok(start.elapsed())
     };
+    // The machine is shared and noisy: each condition's time is the median of
+    // TOUCHES runs, and the order of the conditions rotates from round to round.
+    const TOUCHES: usize = 5;
+    let median_touch = || -> Result<Duration> {
+        let mut t = (0..TOUCHES).map(|_| touch()).collect::<Result<Vec<_>>>()?;
+        t.sort();
+        Ok(t[TOUCHES / 2])
+    };
     println!();
     println!(
-        "page faults: `numa-workload touch --mib 256` (65536 first-touch faults); cost per \
-         mm_page_alloc hit vs `bpftrace -e '{BPFTRACE_PAGE_ALLOC}'`, and wall time detached (A) \
-         vs attached (B), alternating"
+        "page faults: `numa-workload touch --mib 256` (65536 first-touch faults); cost per hit \
+         of mm_page_alloc vs `bpftrace -e '{BPFTRACE_PAGE_ALLOC}'` and of page_fault_user \
+         (default --fault-sample-rate, attach variant as the agent picks it) vs `bpftrace -e \
+         '{BPFTRACE_PAGE_FAULT}'`; wall time detached (A), attached with defaults (B), \
+         attached with --fault-sample-rate 0 (C): each the median of 5 runs, conditions in \
+         rotating order, with kernel.bpf_stats_enabled=0 (it is on only while the cost is read)"
     );
     println!(
-        "{:>5} {:>10} {:>12} {:>12} {:>10} {:>10} {:>8}",
-        "round", "hits", "agent ns", "bpftrace ns", "A ms", "B ms", "B/A"
+        "{:>5} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>7} {:>7}",
+        "round",
+        "alloc n",
+        "alloc ns",
+        "bpft ns",
+        "fault n",
+        "fault ns",
+        "bpft ns",
+        "A ms",
+        "B ms",
+        "C ms",
+        "B/A",
+        "C/A"
     );
-    let mut slowdowns = Vec::new();
-    for round in 1..=args.rounds.max(5) {
-        let detached = touch()?;
-        let mut agent = spawn_until(
+    let start_agent = |extra: &[&str]| {
+        spawn_until(
             Command::new(agent)
                 .args(["run", "--metrics-addr", "127.0.0.1:0", "--sysfs-root"])
-                .arg(split),
+                .arg(split)
+                .args(extra),
             "ready:",
             Stream::Stderr,
-        )?;
-        let mut bpftrace = spawn_until(
+        )
+    };
+    let (mut with_faults, mut without) = (Vec::new(), Vec::new());
+    for round in 1..=args.rounds.max(5) {
+        let mut agent = start_agent(&[])?;
+        let mut bpftrace_alloc = spawn_until(
             Command::new("bpftrace").args(["-e", BPFTRACE_PAGE_ALLOC]),
             "Attaching",
             Stream::Stdout,
         )?;
-        let stats = |agent: &Child, bpftrace: &Child| -> Result<(ProgStats, ProgStats)> {
-            Ok((
-                total(&prog_stats(agent.id())?, "mm_page_alloc"),
-                total(&prog_stats(bpftrace.id())?, ""),
-            ))
+        let mut bpftrace_fault = spawn_until(
+            Command::new("bpftrace").args(["-e", BPFTRACE_PAGE_FAULT]),
+            "Attaching",
+            Stream::Stdout,
+        )?;
+        let stats = || -> Result<[ProgStats; 4]> {
+            let ours = prog_stats(agent.id())?;
+            Ok([
+                total(&ours, "mm_page_alloc"),
+                total(&prog_stats(bpftrace_alloc.id())?, ""),
+                // Kernel program names are cut at 15 bytes: `page_fault_user`.
+                total(&ours, "page_fault_user"),
+                total(&prog_stats(bpftrace_fault.id())?, ""),
+            ])
         };
-        let before = stats(&agent, &bpftrace)?;
+        // Statistics cost two clock reads per program run: on only while measuring
+        // cost, off while timing the workload (as the agent runs by default).
+        fs::write(BPF_STATS, "1").context("enabling kernel.bpf_stats_enabled")?;
+        let before = stats()?;
         let _ = touch()?;
-        let after = stats(&agent, &bpftrace)?;
-        stop(&mut bpftrace)?;
-        // The slowdown is measured with the agent alone attached.
-        let attached = touch()?;
+        let after = stats()?;
+        fs::write(BPF_STATS, "0").context("disabling kernel.bpf_stats_enabled")?;
+        stop(&mut bpftrace_alloc)?;
+        stop(&mut bpftrace_fault)?;
+        let [alloc, alloc_bt, fault, fault_bt] = std::array::from_fn(|i| after[i].since(before[i]));
         stop(&mut agent)?;
-        let (ours, theirs) = (after.0.since(before.0), after.1.since(before.1));
-        let ratio = attached.as_secs_f64() / detached.as_secs_f64();
-        slowdowns.push(ratio);
+        // The slowdown is measured with the agent alone attached (or nothing).
+        let mut times = [Duration::ZERO; 3];
+        for i in 0..3 {
+            let condition = (i + round) % 3;
+            let mut agent = match condition {
+                0 => None,
+                1 => Some(start_agent(&[])?),
+                _ => Some(start_agent(&["--fault-sample-rate", "0"])?),
+            };
+            times[condition] = median_touch()?;
+            if let Some(a) = &mut agent {
+                stop(a)?;
+            }
+        }
+        let [detached, attached, no_faults] = times;
+        let b = attached.as_secs_f64() / detached.as_secs_f64();
+        let c = no_faults.as_secs_f64() / detached.as_secs_f64();
+        with_faults.push(b);
+        without.push(c);
         println!(
-            "{round:>5} {:>10} {:>12.1} {:>12.1} {:>10.1} {:>10.1} {:>8.3}",
-            ours.run_cnt,
-            ours.ns_per_hit(),
-            theirs.ns_per_hit(),
+            "{round:>5} {:>8} {:>9.1} {:>9.1} {:>8} {:>9.1} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>7.3} {:>7.3}",
+            alloc.run_cnt,
+            alloc.ns_per_hit(),
+            alloc_bt.ns_per_hit(),
+            fault.run_cnt,
+            fault.ns_per_hit(),
+            fault_bt.ns_per_hit(),
             detached.as_secs_f64() * 1e3,
             attached.as_secs_f64() * 1e3,
-            ratio
+            no_faults.as_secs_f64() * 1e3,
+            b,
+            c
         );
     }
-    slowdowns.sort_by(f64::total_cmp);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2] - 1.0) * 100.0
+    };
     println!(
-        "median slowdown with the agent attached: {:+.1}%",
-        (slowdowns[slowdowns.len() / 2] - 1.0) * 100.0
+        "median slowdown with the agent attached: {:+.1}% (defaults: page-alloc probe and default \
+         --fault-sample-rate), {:+.1}% (page-fault probe off)",
+        median(&mut with_faults),
+        median(&mut without)
     );
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! Load-time constants (tracepoint field offsets, node-slot count) go in as
 //! `Global` overrides; map sizes follow the machine (possible CPUs, node count).
 pub mod page_alloc;
+pub mod page_fault;
 pub mod sched_migrate;
 pub mod task;
 
@@ -11,7 +12,7 @@ use std::{path::Path, sync::Arc};
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{ProgramError, TracePoint},
+    programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint},
 };
 use numa_common::{
     AccessKey, MAX_PFN_RANGES, NODE_UNKNOWN, PROBE_COUNT, PfnRange, Probe, globals, maps, programs,
@@ -70,9 +71,27 @@ pub enum SensorError {
 #[derive(Clone, Debug)]
 pub struct ProbeStatus {
     pub probe: Probe,
-    /// `tracepoint` (classic, offsets from tracefs); later probes may report other variants.
+    /// `tracepoint` (classic, offsets from tracefs), `raw_tracepoint`, `tp_btf`, or
+    /// [`UNAVAILABLE`] for a requested probe no variant of which attached here.
     pub variant: &'static str,
     pub target: String,
+}
+
+/// [`ProbeStatus::variant`] of a probe that was asked for but could not attach (for
+/// example `page_fault_user` on arm64, which has no such tracepoint): exported as
+/// `numa_probe_attached{variant="unavailable"} 0`, so its counters are known to be
+/// absent rather than zero.
+pub const UNAVAILABLE: &str = "unavailable";
+
+/// Optional probes and their settings; [`Default`] loads none of them.
+#[derive(Clone, Debug, Default)]
+pub struct SensorOptions {
+    /// Sample one user page fault in this many per CPU (`exceptions:page_fault_user`);
+    /// `None` leaves the probe out.
+    pub fault_sample_rate: Option<u32>,
+    /// Only try these page-fault attach variants (labels of [`page_fault::VARIANTS`]),
+    /// in their usual order; empty tries all. For tests of each fallback.
+    pub fault_variants: Vec<String>,
 }
 
 /// The loaded programs and their counter maps. Dropping it detaches every program.
@@ -96,6 +115,25 @@ impl Sensors {
         proc_root: &Path,
         attribution: &AttributionSetup,
     ) -> Result<(Self, RingBuf<MapData>), SensorError> {
+        Self::load_with(
+            topology,
+            tracefs,
+            sysfs_root,
+            proc_root,
+            attribution,
+            SensorOptions::default(),
+        )
+    }
+
+    /// As [`Self::load`], plus the optional probes `options` asks for.
+    pub fn load_with(
+        topology: &Topology,
+        tracefs: &Tracefs,
+        sysfs_root: &Path,
+        proc_root: &Path,
+        attribution: &AttributionSetup,
+        options: SensorOptions,
+    ) -> Result<(Self, RingBuf<MapData>), SensorError> {
         if EBPF_OBJECT.is_empty() {
             return Err(SensorError::NotBuilt);
         }
@@ -117,12 +155,33 @@ impl Sensors {
             &tracefs.event_format(task::ATTACH_CATEGORY, task::ATTACH_EVENT)?,
             &attribution.tracked,
         )?;
+        // The page-fault probe is x86-only: without its format file (arm64) it stays
+        // out and is reported unavailable. The classic variant needs the offsets.
+        let fault_config = match options.fault_sample_rate {
+            None => None,
+            Some(rate) => match tracefs.event_format(page_fault::CATEGORY, page_fault::EVENT) {
+                Ok(format) => {
+                    let mut cfg = page_fault::config_from_format(&format, rate)?;
+                    cfg.agent_tgid = attribution.agent_tgid;
+                    Some(Ok(cfg))
+                }
+                Err(e) => Some(Err(e.to_string())),
+            },
+        };
         let possible_cpus = topology
             .possible_cpus
             .max(aya::util::nr_cpus().map_or(0, |n| n as u32))
             .max(1);
 
+        let fault_global = match &fault_config {
+            Some(Ok(cfg)) => *cfg,
+            _ => numa_common::FaultConfig {
+                sample_rate: 1,
+                ..Default::default()
+            },
+        };
         let mut ebpf = EbpfLoader::new()
+            .override_global(globals::FAULT_CONFIG, &fault_global, true)
             .override_global(globals::MIGRATE_CONFIG, &migrate_config, true)
             .override_global(globals::NEWTASK_CONFIG, &newtask_config, true)
             .override_global(globals::PAGE_ALLOC_CONFIG, &page_alloc_config, true)
@@ -183,7 +242,7 @@ impl Sensors {
             page_alloc::CATEGORY,
             page_alloc::EVENT,
         )?;
-        let probes = vec![
+        let mut probes = vec![
             ProbeStatus {
                 probe: Probe::SchedMigrateTask,
                 variant: "tracepoint",
@@ -195,6 +254,21 @@ impl Sensors {
                 target: format!("{}:{}", page_alloc::CATEGORY, page_alloc::EVENT),
             },
         ];
+        match fault_config {
+            None => {}
+            Some(Ok(_)) => probes.push(attach_page_fault(&mut ebpf, &options.fault_variants)),
+            Some(Err(why)) => {
+                log::warn!(
+                    "page_fault_user unavailable, sampled page faults are not measured: {why} \
+                     (the tracepoint exists on x86 only)"
+                );
+                probes.push(ProbeStatus {
+                    probe: Probe::PageFaultUser,
+                    variant: UNAVAILABLE,
+                    target: why,
+                });
+            }
+        }
 
         let events = take(&mut ebpf, maps::EVENTS)?;
         let counters = Arc::new(KernelCounters {
@@ -223,6 +297,10 @@ impl Sensors {
         self._ebpf
             .programs()
             .filter_map(|(name, program)| {
+                // Attach variants that lost (page_fault_user) were never loaded.
+                if matches!(program.fd(), Err(ProgramError::NotLoaded)) {
+                    return None;
+                }
                 let fd = program
                     .fd()
                     .ok()
@@ -253,6 +331,94 @@ fn attach_tracepoint(
         .map_err(prog_err)?;
     program.load().map_err(prog_err)?;
     program.attach(category, event).map_err(prog_err)?;
+    Ok(())
+}
+
+/// Attach `exceptions:page_fault_user` by capability, newest variant first (bcc
+/// libbpf-tools numamove.c does the same with fentry/kprobe): `tp_btf` needs kernel
+/// BTF, `raw_tracepoint` needs nothing but the tracepoint, the classic tracepoint is
+/// the last resort. Each failure is logged with its reason.
+fn attach_page_fault(ebpf: &mut Ebpf, only: &[String]) -> ProbeStatus {
+    let mut why = Vec::new();
+    for (variant, name) in page_fault::VARIANTS {
+        if !only.is_empty() && !only.iter().any(|v| v == variant) {
+            why.push(format!("{variant}: not requested"));
+            continue;
+        }
+        let attached = match variant {
+            "tp_btf" => attach_btf(ebpf, name, page_fault::EVENT),
+            "raw_tracepoint" => attach_raw(ebpf, name, page_fault::EVENT),
+            _ => attach_tracepoint(ebpf, name, page_fault::CATEGORY, page_fault::EVENT),
+        };
+        match attached {
+            Ok(()) => {
+                return ProbeStatus {
+                    probe: Probe::PageFaultUser,
+                    variant,
+                    target: match variant {
+                        "tp_btf" => format!("btf_trace_{}", page_fault::EVENT),
+                        "raw_tracepoint" => page_fault::EVENT.to_owned(),
+                        _ => format!("{}:{}", page_fault::CATEGORY, page_fault::EVENT),
+                    },
+                };
+            }
+            Err(e) => {
+                let e = error_chain(&e);
+                log::info!("page_fault_user as {variant}: {e}; trying the next variant");
+                why.push(format!("{variant}: {e}"));
+            }
+        }
+    }
+    log::warn!(
+        "page_fault_user unavailable, sampled page faults are not measured: {}",
+        why.join("; ")
+    );
+    ProbeStatus {
+        probe: Probe::PageFaultUser,
+        variant: UNAVAILABLE,
+        target: why.join("; "),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn attach_btf(ebpf: &mut Ebpf, name: &'static str, event: &str) -> Result<(), SensorError> {
+    let prog_err = |source| SensorError::Program {
+        name,
+        source: Box::new(source),
+    };
+    let btf = aya::Btf::from_sys_fs().map_err(|e| prog_err(ProgramError::Btf(e)))?;
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(prog_err(ProgramError::UnexpectedProgramType))?
+        .try_into()
+        .map_err(prog_err)?;
+    program.load(event, &btf).map_err(prog_err)?;
+    program.attach().map_err(prog_err)?;
+    Ok(())
+}
+
+fn attach_raw(ebpf: &mut Ebpf, name: &'static str, event: &str) -> Result<(), SensorError> {
+    let prog_err = |source| SensorError::Program {
+        name,
+        source: Box::new(source),
+    };
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(prog_err(ProgramError::UnexpectedProgramType))?
+        .try_into()
+        .map_err(prog_err)?;
+    program.load().map_err(prog_err)?;
+    program.attach(event).map_err(prog_err)?;
     Ok(())
 }
 

@@ -4,9 +4,9 @@
 use std::{fs, panic};
 
 use anyhow::{Context as _, Result};
-use numa_tests::scenarios;
+use numa_tests::{fault_scenarios, scenarios};
 
-const SCENARIOS: &[&str] = &["steal", "access"];
+const SCENARIOS: &[&str] = &["steal", "access", "faults"];
 
 fn main() {
     let requested: Vec<String> = std::env::args()
@@ -40,6 +40,7 @@ fn run(name: &str) -> Result<String> {
     match name {
         "steal" => steal(),
         "access" => access(),
+        "faults" => faults(),
         other => anyhow::bail!(
             "unknown scenario `{other}` (known: {})",
             SCENARIOS.join(", ")
@@ -124,6 +125,42 @@ fn access() -> Result<String> {
         cases.push(case(&format!("memory-only 0->{m}"), m, Some((0, m))));
     }
     scenarios::access_placement(&[], "/sys", &cases)
+}
+
+/// Sampled page faults: CPUs of node 0, memory bound to node 1 (and, on the 4-node
+/// guest, to the memory-only node) with numactl; the agent's samples for the
+/// workload, resolved with move_pages, are 0 -> that node and about its
+/// kernel-counted faults / 16. The attach variant is left to the agent's preference.
+fn faults() -> Result<String> {
+    if !std::path::Path::new("/sys/kernel/tracing/events/exceptions/page_fault_user").exists() {
+        anyhow::bail!("no exceptions:page_fault_user in this x86 guest's tracefs");
+    }
+    let workload =
+        std::env::var("NUMA_WORKLOAD_BIN").unwrap_or_else(|_| "/usr/bin/numa-workload".into());
+    let cpu_nodes: std::collections::BTreeSet<u32> =
+        cpus_with_nodes()?.into_iter().map(|(_, n)| n).collect();
+    let mut targets = vec![1];
+    targets.extend(online_nodes()?.into_iter().find(|n| !cpu_nodes.contains(n)));
+    let mut report = Vec::new();
+    for mem in targets {
+        let case = fault_scenarios::FaultCase {
+            label: format!("numactl --cpunodebind=0 --membind={mem}"),
+            command: vec![
+                "numactl".into(),
+                "--cpunodebind=0".into(),
+                format!("--membind={mem}"),
+                workload.clone(),
+                "touch".into(),
+                "--hold".into(),
+                "1500ms".into(),
+            ],
+            cpu_node: 0,
+            mem_node: mem,
+        };
+        let outcome = fault_scenarios::sampled_faults_match(&[], 16, None, &case)?;
+        report.push(format!("0->{mem} {outcome}"));
+    }
+    Ok(report.join("; "))
 }
 
 fn online_nodes() -> Result<Vec<u32>> {

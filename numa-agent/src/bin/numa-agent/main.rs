@@ -256,6 +256,23 @@ struct RunArgs {
     #[arg(long, value_name = "PAGES", default_value_t = 256)]
     min_access_pages: u64,
 
+    /// Sample one user page fault in N per CPU (`exceptions:page_fault_user`, x86
+    /// only) and resolve each sample's page to its node with move_pages(2); 0 turns
+    /// the probe off. Counted in numa_sampled_faults_total and used for a workload's
+    /// access ratio when its window has too few allocated pages (README).
+    #[arg(long, value_name = "N", default_value_t = numa_agent::sensors::page_fault::DEFAULT_SAMPLE_RATE)]
+    fault_sample_rate: u32,
+
+    /// Internal (tests): try only these page-fault attach variants (`tp_btf`,
+    /// `raw_tracepoint`, `tracepoint`); the default tries all, newest first.
+    #[arg(long, value_name = "VARIANT", hide = true,
+          value_parser = ["tp_btf", "raw_tracepoint", "tracepoint"])]
+    fault_variant: Vec<String>,
+
+    /// Windows decided by sampled faults need at least this many resolved samples.
+    #[arg(long, value_name = "SAMPLES", default_value_t = 16)]
+    min_access_samples: u64,
+
     /// NUMAPolicy file or directory (repeatable); re-read every 2 s, an invalid version
     /// is rejected and the previous valid one stays in force. At start every file must
     /// be valid. Without a policy nothing is evaluated or acted on.

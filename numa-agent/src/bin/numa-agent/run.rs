@@ -8,7 +8,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::maps::{MapData, RingBuf};
 use numa_agent::{
-    access::{AccessThreshold, AccessWindows, access_error},
+    access::{self, AccessThreshold, AccessWindows, WorkloadAccess, window_verdict},
     cgroup::IdPaths,
     errors::NumaAccessError,
     events::{AccessEvent, BootClock, EventWriter, StealEvent},
@@ -18,7 +18,8 @@ use numa_agent::{
     policy::evaluate::{AccessSample, ResourceType},
     policy::service::{self as policy_service, PolicyService},
     privileges,
-    sensors::{Sensors, page_alloc, sched_migrate},
+    sampled_faults::{SampledCollector, SampledFaults},
+    sensors::{SensorOptions, Sensors, UNAVAILABLE, page_alloc, page_fault, sched_migrate},
     steal::{StealClassifier, StealReport},
     topology::{HwlocCheck, Topology, refresh::Refresher},
     tracefs::Tracefs,
@@ -77,12 +78,16 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     };
     let attribution =
         workload::attribution_setup(&args.proc_root).context("setting up workload attribution")?;
-    let (mut sensors, ring) = Sensors::load(
+    let (mut sensors, ring) = Sensors::load_with(
         &topology,
         &tracefs,
         &args.sysfs_root,
         &args.proc_root,
         &attribution,
+        SensorOptions {
+            fault_sample_rate: (args.fault_sample_rate > 0).then_some(args.fault_sample_rate),
+            fault_variants: args.fault_variant.clone(),
+        },
     )
     .context("loading the eBPF sensors")?;
     for p in &sensors.probes {
@@ -111,6 +116,24 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     metrics
         .register(Box::new(workload_metrics.clone()))
         .context("registering workload metrics")?;
+    // Sampled page faults (x86): counted only while their probe is attached.
+    let sampled = sensors
+        .probes
+        .iter()
+        .any(|p| p.probe == numa_common::Probe::PageFaultUser && p.variant != UNAVAILABLE)
+        .then(SampledFaults::default);
+    if let Some(s) = &sampled {
+        metrics
+            .register(Box::new(
+                SampledCollector::new(
+                    s.totals(),
+                    topology.nodes.iter().map(|n| n.id).collect(),
+                    args.fault_sample_rate,
+                )
+                .context("registering sampled-fault metrics")?,
+            ))
+            .context("registering sampled-fault metrics")?;
+    }
 
     // Policy engine (issue 6): only with --policy.
     let policy = if args.policy.is_empty() {
@@ -192,6 +215,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         policy: policy.clone(),
         refresher: Refresher::new(args.sysfs_root.clone(), Refresher::DEFAULT_INTERVAL),
         refreshed: false,
+        sampled,
         writer: (args.events == EventsFormat::Json)
             .then(|| EventWriter::new(BufWriter::new(io::stdout().lock()))),
         file: events_file,
@@ -225,7 +249,11 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             _ = access_tick.tick() => {
                 let counts = page_alloc::read_workload_allocs(&sensors.workload_allocs)
                     .context("reading per-workload page counts")?;
-                for window in windows.advance(counts) {
+                let sampled = pipeline
+                    .sampled
+                    .as_mut()
+                    .map(|s| access::from_deltas(&s.take_window()));
+                for (window, faults) in pair_windows(windows.advance(counts), sampled) {
                     if let Some(policy) = &policy {
                         for (&(source_node, target_node), &count) in &window.pairs {
                             policy.record_access(AccessSample {
@@ -237,8 +265,21 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                             });
                         }
                     }
-                    if let Some(error) = access_error(&window, threshold, &pipeline.topology) {
-                        pipeline.report_access(&error, &window, args.access_window)?;
+                    if let Some((error, source)) = window_verdict(
+                        Some(&window),
+                        faults.as_ref(),
+                        threshold,
+                        args.min_access_samples,
+                        &pipeline.topology,
+                    ) {
+                        let report = AccessReport {
+                            error: &error,
+                            source,
+                            pages: &window,
+                            faults: faults.as_ref(),
+                            sampling: pipeline.sampled.is_some(),
+                        };
+                        pipeline.report_access(&report, args.access_window)?;
                     }
                 }
             }
@@ -270,6 +311,42 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One workload's window: its placement and, when sampled, its resolved faults.
+struct AccessReport<'a> {
+    error: &'a NumaAccessError,
+    source: access::AccessSource,
+    pages: &'a WorkloadAccess,
+    faults: Option<&'a WorkloadAccess>,
+    /// The page-fault probe is attached (else the sampled counts are `null`).
+    sampling: bool,
+}
+
+/// Each thread group's placement window next to its sampled-fault window. A group
+/// with samples but no allocation gets an empty placement window.
+fn pair_windows(
+    placement: Vec<WorkloadAccess>,
+    sampled: Option<Vec<WorkloadAccess>>,
+) -> Vec<(WorkloadAccess, Option<WorkloadAccess>)> {
+    let mut by_tgid: std::collections::BTreeMap<u32, (WorkloadAccess, Option<WorkloadAccess>)> =
+        placement.into_iter().map(|w| (w.tgid, (w, None))).collect();
+    for f in sampled.into_iter().flatten() {
+        let tgid = f.tgid;
+        by_tgid
+            .entry(tgid)
+            .or_insert_with(|| {
+                (
+                    WorkloadAccess {
+                        tgid,
+                        ..WorkloadAccess::default()
+                    },
+                    None,
+                )
+            })
+            .1 = Some(f);
+    }
+    by_tgid.into_values().collect()
+}
+
 async fn wait_stop(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
@@ -288,6 +365,9 @@ struct Pipeline<'a> {
     refresher: Refresher,
     /// Set when `topology` was re-read; the loop then rewrites the BPF map.
     refreshed: bool,
+    /// Sampled page faults waiting for `move_pages`, and this window's counts; `None`
+    /// when the page-fault probe is not attached.
+    sampled: Option<SampledFaults>,
     writer: Option<EventWriter<BufWriter<io::StdoutLock<'a>>>>,
     /// `--events-file`: the same stream, to a rotated file.
     file: Option<EventWriter<RotatingFile>>,
@@ -296,6 +376,12 @@ struct Pipeline<'a> {
 impl Pipeline<'_> {
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> anyhow::Result<()> {
         while let Some(item) = ring.next() {
+            if let Some(sample) = page_fault::decode(&item) {
+                if let Some(s) = &mut self.sampled {
+                    s.push(sample);
+                }
+                continue;
+            }
             let Some(migration) = sched_migrate::decode(&item) else {
                 log::warn!(
                     "ignoring a ring-buffer record of {} bytes with an unknown tag",
@@ -309,6 +395,10 @@ impl Pipeline<'_> {
                 self.report(&report)?;
             }
         }
+        // One move_pages query per process for this drain's samples.
+        if let Some(s) = &mut self.sampled {
+            s.resolve();
+        }
         if let Some(w) = &mut self.writer {
             w.flush().context("writing events to stdout")?;
         }
@@ -318,12 +408,8 @@ impl Pipeline<'_> {
         Ok(())
     }
 
-    fn report_access(
-        &mut self,
-        error: &NumaAccessError,
-        window: &numa_agent::access::WorkloadAccess,
-        length: Duration,
-    ) -> anyhow::Result<()> {
+    fn report_access(&mut self, report: &AccessReport<'_>, length: Duration) -> anyhow::Result<()> {
+        let (error, window) = (report.error, report.pages);
         // The kernel counts kernel threads' allocations too (cheaper than asking);
         // they are not workloads.
         let kernel_thread = numa_agent::procfs::thread_info(&self.proc_root, window.tgid)
@@ -346,8 +432,15 @@ impl Pipeline<'_> {
             pid: window.tgid,
             comm,
             workload: format!("pid:{}", window.tgid),
+            source: report.source,
             local_pages: window.local,
             remote_pages: window.remote,
+            sampled_local: report
+                .sampling
+                .then(|| report.faults.map_or(0, |f| f.local)),
+            sampled_remote: report
+                .sampling
+                .then(|| report.faults.map_or(0, |f| f.remote)),
             window_seconds: length.as_secs_f64(),
             message: error.to_string(),
         };

@@ -1,0 +1,104 @@
+//! Sampled user page faults (exceptions:page_fault_user, x86) on the real kernel, with
+//! a declared split: node0 = CPU 0 and all of this host's memory, node1 = CPU 1 and no
+//! memory. A workload pinned to CPU 1 takes every fault remotely; the agent's samples
+//! for it, resolved by move_pages, must be remote 1->0 and number about its kernel-
+//! counted faults / rate, with each of the three attach variants.
+use numa_tests::{
+    fault_scenarios::{FaultCase, sampled_faults_match},
+    require_privileges, split,
+};
+
+#[test]
+fn sampled_remote_faults_match_the_kernels_fault_count_for_every_variant() {
+    require_privileges!();
+    if !std::path::Path::new("/sys/kernel/tracing/events/exceptions/page_fault_user").exists()
+        && !std::path::Path::new("/sys/kernel/debug/tracing/events/exceptions/page_fault_user")
+            .exists()
+    {
+        eprintln!("SKIPPED: no exceptions:page_fault_user tracepoint here (x86 only)");
+        return;
+    }
+    let split = split::two_nodes_with_host_memory_on_node0().expect("declared split");
+    let root = split.path().to_str().expect("utf-8 path");
+    let workload = numa_tests::workload::workload_bin()
+        .to_str()
+        .expect("utf-8 path")
+        .to_owned();
+    let case = FaultCase {
+        label: "CPU 1, memory on node 0".into(),
+        command: vec![
+            workload,
+            "touch".into(),
+            "--cpu".into(),
+            "1".into(),
+            "--hold".into(),
+            "1500ms".into(),
+        ],
+        cpu_node: 1,
+        mem_node: 0,
+    };
+    for variant in ["tp_btf", "raw_tracepoint", "tracepoint"] {
+        let outcome = sampled_faults_match(&["--sysfs-root", root], 16, Some(variant), &case)
+            .unwrap_or_else(|e| panic!("{variant}: {e:#}"));
+        eprintln!("{outcome}");
+    }
+}
+
+/// A kernel without `exceptions:page_fault_user` (arm64), simulated with a tracefs
+/// copy that lacks it: the agent still runs, says the probe is unavailable, and
+/// exports no sampled-fault series (absent, not a measured zero).
+#[test]
+fn without_the_tracepoint_the_probe_is_unavailable_not_zero() {
+    require_privileges!();
+    let real = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .into_iter()
+        .map(std::path::Path::new)
+        .find(|p| p.join("events/sched").exists())
+        .expect("tracefs mounted");
+    let fake = tempfile::tempdir().expect("tempdir");
+    for event in [
+        "sched/sched_migrate_task",
+        "task/task_newtask",
+        "kmem/mm_page_alloc",
+        "cgroup/cgroup_attach_task",
+    ] {
+        let dir = fake.path().join("events").join(event);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::copy(
+            real.join("events").join(event).join("format"),
+            dir.join("format"),
+        )
+        .expect("copy format");
+    }
+    let agent = numa_tests::agent::Agent::start(&[
+        "run",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--tracefs",
+        fake.path().to_str().expect("utf-8"),
+    ])
+    .expect("agent starts without the page-fault tracepoint");
+    let metrics = agent.http_get("/metrics").expect("metrics");
+    let stopped = agent.stop().expect("stops");
+    assert!(stopped.status.success(), "{}", stopped.stderr.join("\n"));
+    assert_eq!(
+        numa_tests::agent::sample(
+            &metrics,
+            r#"numa_probe_attached{probe="page_fault_user",variant="unavailable"}"#
+        ),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("numa_sampled_faults_total"),
+        "sampled-fault series exported without the probe:\n{metrics}"
+    );
+    assert!(
+        stopped
+            .stderr
+            .iter()
+            .any(|l| l.contains("page_fault_user unavailable")),
+        "no warning in the log:\n{}",
+        stopped.stderr.join("\n")
+    );
+}
