@@ -324,7 +324,9 @@ fn enforce_throttles_a_stealing_workload_then_restores_it_and_spares_the_rest() 
     );
 
     // Restored after the 3 s cooldown.
-    let (_, restored) = wait_for(Duration::from_secs(6), || {
+    // Generous: the restore runs on the agent's policy timer, which a loaded machine
+    // (QEMU guests of other tests, builds) can delay by seconds.
+    let (_, restored) = wait_for(Duration::from_secs(12), || {
         target.quota().is_none().then_some(())
     })
     .expect("quota restored after the cooldown");
