@@ -64,14 +64,16 @@ impl Metrics {
         let attached = IntGaugeVec::new(
             Opts::new(
                 "numa_probe_attached",
-                "1 for each probe attached, with the variant that won",
+                "1 for each probe attached, with the variant that won; 0 with variant \"none\" for a \
+                 probe this kernel does not allow (the agent's log says why)",
             ),
             &["probe", "variant"],
         )?;
         for p in probes {
+            // A probe no variant could attach is listed as variant "none" with 0.
             attached
                 .with_label_values(&[p.probe.label(), p.variant])
-                .set(1);
+                .set(i64::from(p.is_active()));
         }
         registry.register(Box::new(attached))?;
         crate::operator_metrics::register_topology(&registry, topology)?;

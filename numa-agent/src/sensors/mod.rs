@@ -2,6 +2,7 @@
 //!
 //! Load-time constants (tracepoint field offsets, node-slot count) go in as
 //! `Global` overrides; map sizes follow the machine (possible CPUs, node count).
+pub mod balancing;
 pub mod page_alloc;
 pub mod sched_migrate;
 pub mod task;
@@ -70,9 +71,48 @@ pub enum SensorError {
 #[derive(Clone, Debug)]
 pub struct ProbeStatus {
     pub probe: Probe,
-    /// `tracepoint` (classic, offsets from tracefs); later probes may report other variants.
+    /// `tracepoint` (classic, offsets from tracefs), `fentry`; [`ProbeStatus::NONE`]
+    /// when no variant could attach.
     pub variant: &'static str,
     pub target: String,
+    /// Why the probe is not attached (then `variant` is [`ProbeStatus::NONE`]).
+    pub unavailable: Option<String>,
+}
+
+impl ProbeStatus {
+    /// The variant of a probe that could not attach.
+    pub const NONE: &'static str = "none";
+
+    pub fn attached(probe: Probe, variant: &'static str, target: String) -> Self {
+        Self {
+            probe,
+            variant,
+            target,
+            unavailable: None,
+        }
+    }
+
+    /// `variant` on `target` if `outcome` is Ok, else unavailable with its reason.
+    pub fn from_outcome(
+        probe: Probe,
+        variant: &'static str,
+        target: String,
+        outcome: Result<(), String>,
+    ) -> Self {
+        match outcome {
+            Ok(()) => Self::attached(probe, variant, target),
+            Err(reason) => Self {
+                probe,
+                variant: Self::NONE,
+                target,
+                unavailable: Some(reason),
+            },
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.unavailable.is_none()
+    }
 }
 
 /// The loaded programs and their counter maps. Dropping it detaches every program.
@@ -83,6 +123,10 @@ pub struct Sensors {
     pub workload_allocs: PerCpuHashMap<MapData, AccessKey, u64>,
     pub probes: Vec<ProbeStatus>,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// NUMA-balancing counters (each map present only if its probe attached).
+    pub balancing: Arc<balancing::BalancingCounters>,
+    /// Hinting faults per thread group; `None` when fentry is unavailable.
+    pub task_hint_faults: Option<PerCpuHashMap<MapData, u32, numa_common::HintFaultCounts>>,
 }
 
 impl Sensors {
@@ -117,6 +161,8 @@ impl Sensors {
             &tracefs.event_format(task::ATTACH_CATEGORY, task::ATTACH_EVENT)?,
             &attribution.tracked,
         )?;
+        let balancing_setup =
+            balancing::BalancingSetup::from_tracefs(tracefs, node_slots, attribution.agent_tgid);
         let possible_cpus = topology
             .possible_cpus
             .max(aya::util::nr_cpus().map_or(0, |n| n as u32))
@@ -127,6 +173,22 @@ impl Sensors {
             .override_global(globals::NEWTASK_CONFIG, &newtask_config, true)
             .override_global(globals::PAGE_ALLOC_CONFIG, &page_alloc_config, true)
             .override_global(globals::ATTACH_CONFIG, &attach_config, true)
+            .override_global(globals::BALANCING_CONFIG, &balancing_setup.balancing, true)
+            .override_global(
+                globals::MIGRATE_PAGES_CONFIG,
+                &balancing_setup.migrate_pages,
+                true,
+            )
+            .override_global(
+                globals::HINT_FAULT_CONFIG,
+                &balancing_setup.hint_faults,
+                true,
+            )
+            .map_max_entries(
+                maps::NUMA_BALANCING,
+                numa_common::balancing_kind::COUNT * node_slots * node_slots,
+            )
+            .map_max_entries(maps::HINT_FAULTS, node_slots * node_slots * 4)
             .map_max_entries(maps::CPU_NODE, possible_cpus)
             .map_max_entries(maps::MIGRATIONS, node_slots * node_slots)
             .map_max_entries(maps::PAGE_ALLOCS, node_slots * node_slots)
@@ -183,18 +245,20 @@ impl Sensors {
             page_alloc::CATEGORY,
             page_alloc::EVENT,
         )?;
-        let probes = vec![
-            ProbeStatus {
-                probe: Probe::SchedMigrateTask,
-                variant: "tracepoint",
-                target: format!("{}:{}", sched_migrate::CATEGORY, sched_migrate::EVENT),
-            },
-            ProbeStatus {
-                probe: Probe::MmPageAlloc,
-                variant: "tracepoint",
-                target: format!("{}:{}", page_alloc::CATEGORY, page_alloc::EVENT),
-            },
+        let mut probes = vec![
+            ProbeStatus::attached(
+                Probe::SchedMigrateTask,
+                "tracepoint",
+                format!("{}:{}", sched_migrate::CATEGORY, sched_migrate::EVENT),
+            ),
+            ProbeStatus::attached(
+                Probe::MmPageAlloc,
+                "tracepoint",
+                format!("{}:{}", page_alloc::CATEGORY, page_alloc::EVENT),
+            ),
         ];
+        let balancing = balancing::attach(&mut ebpf, &balancing_setup)?;
+        probes.extend(balancing.probes);
 
         let events = take(&mut ebpf, maps::EVENTS)?;
         let counters = Arc::new(KernelCounters {
@@ -210,6 +274,8 @@ impl Sensors {
             workload_allocs,
             probes,
             logger,
+            balancing: balancing.counters,
+            task_hint_faults: balancing.task_hint_faults,
         };
         Ok((sensors, events))
     }
@@ -223,6 +289,10 @@ impl Sensors {
         self._ebpf
             .programs()
             .filter_map(|(name, program)| {
+                // A probe this kernel refused was never loaded: nothing to report.
+                if matches!(program.fd(), Err(ProgramError::NotLoaded)) {
+                    return None;
+                }
                 let fd = program
                     .fd()
                     .ok()

@@ -1,0 +1,576 @@
+//! NUMA balancing checked against the kernel's own books: `/proc/vmstat` event
+//! counters (mm/vmstat.c `vmstat_text`; `all_vm_events()` sums every CPU's counter at
+//! read time, so they are exact), the ftrace text of `sched:sched_*_numa`, and a
+//! workload's `/proc/<pid>/sched` (`numa_pages_migrated`, kernel/sched/debug.c).
+//!
+//! Both sides count machine-wide, so the comparison is over the same interval: each
+//! end is a *bracket* — read vmstat, scrape the agent, read vmstat again, and keep the
+//! bracket only if the counters did not move in between (retried otherwise); a
+//! `trace_marker` line on either side of the scrape fences off the ftrace text the
+//! same way. Then the deltas must be equal, with no tolerance: the tracepoint and
+//! fentry fire right where the kernel bumps the vmstat event (see numa-ebpf
+//! `balancing.rs` and `hint_fault.rs`).
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+
+use crate::{agent::Agent, ftrace::tracefs_root};
+
+/// The vmstat events the agent's counters must match.
+pub const VMSTAT_KEYS: [&str; 5] = [
+    "pgmigrate_success",
+    "pgmigrate_fail",
+    "numa_pages_migrated",
+    "numa_hint_faults",
+    "numa_hint_faults_local",
+];
+
+/// `/proc/vmstat` as name -> value.
+pub fn vmstat() -> Result<BTreeMap<String, u64>> {
+    let text = fs::read_to_string("/proc/vmstat").context("reading /proc/vmstat")?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_owned(), v.trim().parse().ok()?))
+        })
+        .collect())
+}
+
+/// One sample of the Prometheus text exposition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Parse `name{k="v",...} value` lines (the agent never escapes quotes in these labels).
+pub fn parse_metrics(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let value = value.parse().ok()?;
+            let (name, labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            let labels = labels
+                .split("\",")
+                .filter(|p| !p.is_empty())
+                .filter_map(|p| {
+                    let (k, v) = p.split_once("=\"")?;
+                    Some((k.to_owned(), v.trim_end_matches('"').to_owned()))
+                })
+                .collect();
+            Some(Sample {
+                name: name.to_owned(),
+                labels,
+                value,
+            })
+        })
+        .collect()
+}
+
+/// Sum of `name` over samples whose labels include every `(key, value)` of `filter`.
+pub fn sum(samples: &[Sample], name: &str, filter: &[(&str, &str)]) -> u64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            filter
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value as u64)
+        .sum()
+}
+
+/// A consistent reading: vmstat and the agent's metrics at one instant, as far as the
+/// compared counters can tell.
+pub struct Bracket {
+    pub vmstat: BTreeMap<String, u64>,
+    pub metrics: Vec<Sample>,
+    pub raw_metrics: String,
+    pub attempts: usize,
+}
+
+/// Read vmstat, scrape, read vmstat; retry until `keys` did not move in between.
+/// `marker`, if given, is written before and after into a trace instance's
+/// `trace_marker` as `<marker>-begin` / `<marker>-end`.
+pub fn bracket(agent: &Agent, keys: &[&str], trace: Option<(&Trace, &str)>) -> Result<Bracket> {
+    for attempt in 1..=50 {
+        if let Some((t, m)) = trace {
+            t.mark(&format!("{m}-begin"))?;
+        }
+        let before = vmstat()?;
+        let raw = agent.http_get("/metrics")?;
+        let after = vmstat()?;
+        if let Some((t, m)) = trace {
+            t.mark(&format!("{m}-end"))?;
+        }
+        if keys.iter().all(|k| before.get(*k) == after.get(*k)) {
+            return Ok(Bracket {
+                vmstat: before,
+                metrics: parse_metrics(&raw),
+                raw_metrics: raw,
+                attempts: attempt,
+            });
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    bail!("vmstat kept moving during 50 scrapes: no consistent reading")
+}
+
+/// A private ftrace instance recording the three `sched_*_numa` events.
+pub struct Trace {
+    dir: PathBuf,
+}
+
+pub const DECISION_EVENTS: [(&str, &str); 3] = [
+    ("sched_move_numa", "move"),
+    ("sched_swap_numa", "swap"),
+    ("sched_stick_numa", "stick"),
+];
+
+fn write(path: &Path, text: &str) -> io::Result<()> {
+    fs::write(path, text).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+impl Trace {
+    pub fn decisions(name: &str) -> io::Result<Self> {
+        let dir = tracefs_root()?.join("instances").join(name);
+        if dir.exists() {
+            fs::remove_dir(&dir)?;
+        }
+        fs::create_dir(&dir)?;
+        let t = Self { dir };
+        write(&t.dir.join("buffer_size_kb"), "2048")?;
+        for (event, _) in DECISION_EVENTS {
+            write(&t.dir.join("events/sched").join(event).join("enable"), "1")?;
+        }
+        write(&t.dir.join("tracing_on"), "1")?;
+        Ok(t)
+    }
+
+    pub fn mark(&self, text: &str) -> io::Result<()> {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(self.dir.join("trace_marker"))?;
+        f.write_all(text.as_bytes())
+    }
+
+    pub fn stop(&self) -> io::Result<()> {
+        write(&self.dir.join("tracing_on"), "0")
+    }
+
+    pub fn text(&self) -> io::Result<String> {
+        fs::read_to_string(self.dir.join("trace"))
+    }
+
+    pub fn overruns(&self) -> io::Result<u64> {
+        let mut total = 0;
+        for cpu in fs::read_dir(self.dir.join("per_cpu"))? {
+            let stats = fs::read_to_string(cpu?.path().join("stats"))?;
+            total += stats
+                .lines()
+                .find_map(|l| l.strip_prefix("overrun:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        Ok(total)
+    }
+}
+
+impl Drop for Trace {
+    fn drop(&mut self) {
+        for (event, _) in DECISION_EVENTS {
+            let _ = write(
+                &self.dir.join("events/sched").join(event).join("enable"),
+                "0",
+            );
+        }
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+/// (kind, src_nid, dst_nid) as the agent labels them: dst `none` for -1.
+pub type DecisionKey = (String, String, String);
+
+/// Decisions in the trace text, split into those certainly between the two brackets
+/// (after `<first>-end`, before `<second>-begin`) and those inside a bracket, where
+/// the scrape may or may not have seen them.
+pub fn decisions_between(
+    text: &str,
+    first: &str,
+    second: &str,
+) -> Result<(BTreeMap<DecisionKey, u64>, u64)> {
+    #[derive(PartialEq)]
+    enum Phase {
+        Before,
+        InFirst,
+        Between,
+        InSecond,
+        After,
+    }
+    let mut phase = Phase::Before;
+    let mut certain = BTreeMap::new();
+    let mut ambiguous = 0;
+    for line in text.lines() {
+        if line.contains("tracing_mark_write: ") {
+            let mark = line.rsplit("tracing_mark_write: ").next().unwrap_or("");
+            phase = match mark.trim() {
+                m if m == format!("{first}-begin") => Phase::InFirst,
+                m if m == format!("{first}-end") => Phase::Between,
+                m if m == format!("{second}-begin") => Phase::InSecond,
+                m if m == format!("{second}-end") => Phase::After,
+                _ => phase,
+            };
+            continue;
+        }
+        let Some((event, kind)) = DECISION_EVENTS
+            .iter()
+            .find(|(e, _)| line.contains(&format!(" {e}: ")))
+        else {
+            continue;
+        };
+        let fields = line.split_once(&format!(" {event}: ")).map_or("", |x| x.1);
+        let value = |key: &str| {
+            fields
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(key))
+                .and_then(|v| v.parse::<i64>().ok())
+                .with_context(|| format!("no {key} in `{line}`"))
+        };
+        let (src, dst) = (value("src_nid=")?, value("dst_nid=")?);
+        match phase {
+            Phase::Between => {
+                let dst = if dst < 0 {
+                    "none".to_owned()
+                } else {
+                    dst.to_string()
+                };
+                *certain
+                    .entry(((*kind).to_owned(), src.to_string(), dst))
+                    .or_default() += 1;
+            }
+            Phase::InFirst | Phase::InSecond => ambiguous += 1,
+            Phase::Before | Phase::After => {}
+        }
+    }
+    ensure!(
+        phase == Phase::After,
+        "trace markers missing: the trace does not cover both brackets"
+    );
+    Ok((certain, ambiguous))
+}
+
+/// Agent-side decision counts per key from metric samples.
+pub fn agent_decisions(samples: &[Sample]) -> BTreeMap<DecisionKey, u64> {
+    let mut out = BTreeMap::new();
+    for s in samples
+        .iter()
+        .filter(|s| s.name == "numa_balancing_decisions_total" && s.value > 0.0)
+    {
+        let get = |k: &str| s.labels.get(k).cloned().unwrap_or_default();
+        out.insert(
+            (get("kind"), get("src_node"), get("dst_node")),
+            s.value as u64,
+        );
+    }
+    out
+}
+
+/// Per-program cost from the agent's `numa_bpf_program_*` metrics (run with
+/// `--bpf-stats`): `program: runs, ns/run` for each of `programs` that ran.
+pub fn program_costs(samples: &[Sample], programs: &[&str]) -> String {
+    programs
+        .iter()
+        .filter_map(|p| {
+            let runs = sum(samples, "numa_bpf_program_runs_total", &[("program", p)]);
+            let secs: f64 = samples
+                .iter()
+                .filter(|s| {
+                    s.name == "numa_bpf_program_run_seconds_total"
+                        && s.labels.get("program").map(String::as_str) == Some(*p)
+                })
+                .map(|s| s.value)
+                .sum();
+            (runs > 0).then(|| format!("{p} {runs} runs {:.0} ns/run", secs * 1e9 / runs as f64))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Compare the migration counters between two brackets with vmstat, exactly.
+/// Returns the succeeded-pages delta per reason.
+pub fn check_migrations(a: &Bracket, b: &Bracket) -> Result<BTreeMap<String, u64>> {
+    let d = |k: &str| b.vmstat[k] - a.vmstat[k];
+    let agent = |filter: &[(&str, &str)]| {
+        sum(&b.metrics, "numa_page_migrations_total", filter)
+            - sum(&a.metrics, "numa_page_migrations_total", filter)
+    };
+    let succeeded = agent(&[("result", "succeeded")]);
+    let failed = agent(&[("result", "failed")]);
+    ensure!(
+        succeeded == d("pgmigrate_success"),
+        "numa_page_migrations_total{{result=succeeded}} moved by {succeeded}, vmstat pgmigrate_success by {}",
+        d("pgmigrate_success")
+    );
+    ensure!(
+        failed == d("pgmigrate_fail"),
+        "numa_page_migrations_total{{result=failed}} moved by {failed}, vmstat pgmigrate_fail by {}",
+        d("pgmigrate_fail")
+    );
+    let misplaced = agent(&[("reason", "numa_misplaced"), ("result", "succeeded")]);
+    if let Some(&before) = a.vmstat.get("numa_pages_migrated") {
+        let vm = b.vmstat["numa_pages_migrated"] - before;
+        ensure!(
+            misplaced == vm,
+            "numa_page_migrations_total{{reason=numa_misplaced}} moved by {misplaced}, vmstat numa_pages_migrated by {vm}"
+        );
+    }
+    let mut by_reason = BTreeMap::new();
+    for s in b.metrics.iter().filter(|s| {
+        s.name == "numa_page_migrations_total"
+            && s.labels.get("result").map(String::as_str) == Some("succeeded")
+    }) {
+        let reason = s.labels["reason"].clone();
+        let delta = agent(&[("reason", &reason), ("result", "succeeded")]);
+        if delta > 0 {
+            by_reason.insert(reason, delta);
+        }
+    }
+    Ok(by_reason)
+}
+
+/// Compare the hinting-fault counters between two brackets with vmstat, exactly.
+/// Returns (faults, local faults).
+pub fn check_hint_faults(a: &Bracket, b: &Bracket) -> Result<(u64, u64)> {
+    let d = |k: &str| b.vmstat[k] - a.vmstat[k];
+    let agent = |filter: &[(&str, &str)]| {
+        sum(&b.metrics, "numa_hint_faults_total", filter)
+            - sum(&a.metrics, "numa_hint_faults_total", filter)
+    };
+    let (all, local) = (agent(&[]), agent(&[("locality", "local")]));
+    ensure!(
+        all == d("numa_hint_faults"),
+        "numa_hint_faults_total moved by {all}, vmstat numa_hint_faults by {}",
+        d("numa_hint_faults")
+    );
+    ensure!(
+        local == d("numa_hint_faults_local"),
+        "numa_hint_faults_total{{locality=local}} moved by {local}, vmstat numa_hint_faults_local by {}",
+        d("numa_hint_faults_local")
+    );
+    Ok((all, local))
+}
+
+/// Write `value` to a sysctl-like file, returning what it held.
+pub fn set_knob(path: &str, value: &str) -> Result<String> {
+    let old = fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    fs::write(path, value).with_context(|| format!("writing {value} to {path}"))?;
+    Ok(old.trim().to_owned())
+}
+
+/// Restores knobs set for a scenario when dropped (even on failure).
+#[derive(Default)]
+pub struct Knobs {
+    saved: Vec<(String, String)>,
+}
+
+impl Knobs {
+    pub fn set(&mut self, path: &str, value: &str) -> Result<()> {
+        let old = set_knob(path, value)?;
+        self.saved.push((path.to_owned(), old));
+        Ok(())
+    }
+}
+
+impl Drop for Knobs {
+    fn drop(&mut self) {
+        for (path, old) in self.saved.iter().rev() {
+            let _ = fs::write(path, old);
+        }
+    }
+}
+
+/// What the `misplaced` workload does after its first touch.
+#[derive(Clone, Debug, Default)]
+pub struct Misplaced {
+    pub mib: usize,
+    pub duration: Duration,
+    /// `set_mempolicy(MPOL_DEFAULT)`: later faults follow the default (local) policy,
+    /// whose `MPOL_F_MOF` lets NUMA balancing migrate the pages (mm/mempolicy.c
+    /// `mpol_misplaced()`); a bound policy (`numactl --membind`) keeps them in place.
+    pub reset_policy: bool,
+    /// Restrict the task to this node's CPUs.
+    pub pin_node: Option<u32>,
+    /// Allow every online CPU (undo `numactl --cpunodebind`).
+    pub unpin: bool,
+}
+
+fn cpulist(text: &str) -> Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        out.extend(lo.parse::<usize>()?..=hi.parse::<usize>()?);
+    }
+    Ok(out)
+}
+
+fn set_affinity(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays within it for cpu < 1024.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `numa_pages_migrated` of this task from `/proc/self/sched` (CONFIG_SCHED_DEBUG):
+/// the pages `task_numa_fault()` was told it migrated (kernel/sched/fair.c).
+pub fn sched_numa_pages_migrated(pid: &str) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/sched")).ok()?;
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim() == "numa_pages_migrated").then(|| v.trim().parse().ok())?
+    })
+}
+
+/// Map and touch `mib` MiB (placed by the caller's memory policy, e.g. numactl), then
+/// apply `opts` and keep writing every page until `duration` is over, so the NUMA
+/// scanner's hinting faults find the task touching misplaced memory. Prints
+/// `pid <pid> before N<n>=<pages>..`, then `pid <pid> after N..=.. passes <n>` and
+/// `sched_numa_pages_migrated <n>` (if /proc/self/sched has it).
+pub fn run_misplaced(opts: &Misplaced) -> Result<()> {
+    let bytes = opts.mib << 20;
+    let page = 4096;
+    // SAFETY: a fresh private anonymous mapping; only written within its length.
+    let addr = unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error().into());
+        }
+        // Base pages: one hinting fault per page, like the vmstat counts.
+        libc::madvise(p, bytes, libc::MADV_NOHUGEPAGE);
+        p.cast::<u8>()
+    };
+    let touch = || {
+        for off in (0..bytes).step_by(page) {
+            // SAFETY: within the mapping.
+            unsafe {
+                let b = addr.add(off);
+                std::ptr::write_volatile(b, std::ptr::read_volatile(b).wrapping_add(1));
+            }
+        }
+    };
+    let placement = || -> Result<String> {
+        let maps = fs::read_to_string("/proc/self/numa_maps")?;
+        let pages = crate::memory::numa_maps_pages(&maps, addr as usize)
+            .context("mapping not in numa_maps")?;
+        Ok(pages
+            .iter()
+            .map(|(n, p)| format!("N{n}={p}"))
+            .collect::<Vec<_>>()
+            .join(" "))
+    };
+    touch();
+    let pid = std::process::id();
+    println!("pid {pid} before {}", placement()?);
+    io::stdout().flush()?;
+    if opts.reset_policy {
+        // SAFETY: MPOL_DEFAULT (0) takes no node mask.
+        let rc = unsafe { libc::syscall(libc::SYS_set_mempolicy, 0, std::ptr::null::<u64>(), 0) };
+        ensure!(rc == 0, "set_mempolicy: {}", io::Error::last_os_error());
+    }
+    if let Some(node) = opts.pin_node {
+        let list = fs::read_to_string(format!("/sys/devices/system/node/node{node}/cpulist"))?;
+        set_affinity(&cpulist(&list)?).context("pinning")?;
+    }
+    if opts.unpin {
+        let list = fs::read_to_string("/sys/devices/system/cpu/online")?;
+        set_affinity(&cpulist(&list)?).context("unpinning")?;
+    }
+    let deadline = std::time::Instant::now() + opts.duration;
+    let mut passes = 0u64;
+    while std::time::Instant::now() < deadline {
+        touch();
+        passes += 1;
+    }
+    println!("pid {pid} after {} passes {passes}", placement()?);
+    if let Some(n) = sched_numa_pages_migrated("self") {
+        println!("sched_numa_pages_migrated {n}");
+    }
+    io::stdout().flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_agents_exposition() {
+        let text = "# HELP x y\nnuma_page_migrations_total{reason=\"compaction\",result=\"succeeded\"} 12\n\
+                    numa_balancing_mode 1\n";
+        let s = parse_metrics(text);
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            sum(
+                &s,
+                "numa_page_migrations_total",
+                &[("reason", "compaction")]
+            ),
+            12
+        );
+        assert_eq!(sum(&s, "numa_page_migrations_total", &[("reason", "x")]), 0);
+        assert_eq!(s[1].value, 1.0);
+    }
+
+    #[test]
+    fn decisions_are_split_by_the_markers() {
+        let text = "\
+ w-1 [000] ..... 1.0: sched_stick_numa: src_pid=5 src_tgid=5 src_ngid=0 src_cpu=0 src_nid=0 dst_pid=0 dst_tgid=0 dst_ngid=0 dst_cpu=-1 dst_nid=-1
+ t-2 [000] ..... 1.1: tracing_mark_write: b1-begin
+ w-1 [000] ..... 1.2: sched_move_numa: pid=5 tgid=5 ngid=0 src_cpu=0 src_nid=0 dst_cpu=1 dst_nid=1
+ t-2 [000] ..... 1.3: tracing_mark_write: b1-end
+ w-1 [000] ..... 1.4: sched_stick_numa: src_pid=5 src_tgid=5 src_ngid=0 src_cpu=0 src_nid=0 dst_pid=0 dst_tgid=0 dst_ngid=0 dst_cpu=-1 dst_nid=-1
+ w-1 [001] ..... 1.5: sched_move_numa: pid=5 tgid=5 ngid=0 src_cpu=0 src_nid=0 dst_cpu=1 dst_nid=1
+ t-2 [000] ..... 1.6: tracing_mark_write: b2-begin
+ t-2 [000] ..... 1.7: tracing_mark_write: b2-end
+";
+        let (certain, ambiguous) = decisions_between(text, "b1", "b2").expect("parses");
+        assert_eq!(ambiguous, 1);
+        assert_eq!(
+            certain,
+            BTreeMap::from([
+                (("move".into(), "0".into(), "1".into()), 1),
+                (("stick".into(), "0".into(), "none".into()), 1),
+            ])
+        );
+        assert!(decisions_between(text, "b1", "b3").is_err());
+    }
+}
