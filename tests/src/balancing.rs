@@ -97,6 +97,8 @@ pub fn sum(samples: &[Sample], name: &str, filter: &[(&str, &str)]) -> u64 {
 /// A consistent reading: vmstat and the agent's metrics at one instant, as far as the
 /// compared counters can tell.
 pub struct Bracket {
+    /// The trace markers of the accepted attempt: `<tag>-begin` / `<tag>-end`.
+    pub tag: String,
     pub vmstat: BTreeMap<String, u64>,
     pub metrics: Vec<Sample>,
     pub raw_metrics: String,
@@ -104,21 +106,26 @@ pub struct Bracket {
 }
 
 /// Read vmstat, scrape, read vmstat; retry until `keys` did not move in between.
-/// `marker`, if given, is written before and after into a trace instance's
-/// `trace_marker` as `<marker>-begin` / `<marker>-end`.
+/// With a trace, `<marker>-<attempt>-begin` / `-end` lines go into its `trace_marker`
+/// around the three reads, and an attempt with a `sched_*_numa` line between them is
+/// retried too: then no decision can be on the wrong side of the scrape.
 pub fn bracket(agent: &Agent, keys: &[&str], trace: Option<(&Trace, &str)>) -> Result<Bracket> {
     for attempt in 1..=50 {
-        if let Some((t, m)) = trace {
-            t.mark(&format!("{m}-begin"))?;
+        let tag = format!("{}-{attempt}", trace.map_or("", |(_, m)| m));
+        if let Some((t, _)) = trace {
+            t.mark(&format!("{tag}-begin"))?;
         }
         let before = vmstat()?;
         let raw = agent.http_get("/metrics")?;
         let after = vmstat()?;
-        if let Some((t, m)) = trace {
-            t.mark(&format!("{m}-end"))?;
+        let mut quiet = keys.iter().all(|k| before.get(*k) == after.get(*k));
+        if let Some((t, _)) = trace {
+            t.mark(&format!("{tag}-end"))?;
+            quiet &= decisions_inside(&t.text()?, &tag) == 0;
         }
-        if keys.iter().all(|k| before.get(*k) == after.get(*k)) {
+        if quiet {
             return Ok(Bracket {
+                tag,
                 vmstat: before,
                 metrics: parse_metrics(&raw),
                 raw_metrics: raw,
@@ -200,6 +207,30 @@ impl Drop for Trace {
         }
         let _ = fs::remove_dir(&self.dir);
     }
+}
+
+/// `sched_*_numa` lines between `<tag>-begin` and `<tag>-end`.
+pub fn decisions_inside(text: &str, tag: &str) -> u64 {
+    let (begin, end) = (
+        format!("tracing_mark_write: {tag}-begin"),
+        format!("tracing_mark_write: {tag}-end"),
+    );
+    let mut inside = false;
+    let mut count = 0;
+    for line in text.lines() {
+        if line.trim_end().ends_with(&begin) {
+            inside = true;
+        } else if line.trim_end().ends_with(&end) {
+            inside = false;
+        } else if inside
+            && DECISION_EVENTS
+                .iter()
+                .any(|(e, _)| line.contains(&format!(" {e}: ")))
+        {
+            count += 1;
+        }
+    }
+    count
 }
 
 /// (kind, src_nid, dst_nid) as the agent labels them: dst `none` for -1.
@@ -416,6 +447,11 @@ pub struct Misplaced {
     pub pin_node: Option<u32>,
     /// Allow every online CPU (undo `numactl --cpunodebind`).
     pub unpin: bool,
+    /// Allow every online CPU this long into the touch loop (pinned before, free after).
+    pub unpin_after: Option<Duration>,
+    /// After the last pass, print `holding` and wait for a line on stdin before exiting,
+    /// touching nothing: the caller reads `/proc/<pid>/sched` while counts are still.
+    pub hold: bool,
 }
 
 fn cpulist(text: &str) -> Result<Vec<usize>> {
@@ -514,18 +550,345 @@ pub fn run_misplaced(opts: &Misplaced) -> Result<()> {
         let list = fs::read_to_string("/sys/devices/system/cpu/online")?;
         set_affinity(&cpulist(&list)?).context("unpinning")?;
     }
-    let deadline = std::time::Instant::now() + opts.duration;
+    let start = std::time::Instant::now();
     let mut passes = 0u64;
-    while std::time::Instant::now() < deadline {
+    let mut unpin_at = opts.unpin_after;
+    while start.elapsed() < opts.duration {
         touch();
         passes += 1;
+        if unpin_at.is_some_and(|at| start.elapsed() >= at) {
+            let list = fs::read_to_string("/sys/devices/system/cpu/online")?;
+            set_affinity(&cpulist(&list)?).context("unpinning")?;
+            unpin_at = None;
+        }
     }
     println!("pid {pid} after {} passes {passes}", placement()?);
     if let Some(n) = sched_numa_pages_migrated("self") {
         println!("sched_numa_pages_migrated {n}");
     }
+    if opts.hold {
+        println!("holding");
+        io::stdout().flush()?;
+        io::stdin().read_line(&mut String::new())?;
+    }
     io::stdout().flush()?;
     Ok(())
+}
+
+/// What a `misplaced` workload run printed.
+#[derive(Debug, Default)]
+pub struct MisplacedRun {
+    pub pid: u32,
+    pub before: String,
+    pub after: String,
+    pub passes: u64,
+    /// `/proc/<pid>/sched` `numa_pages_migrated` at its end, if the kernel has it.
+    pub sched_migrated: Option<u64>,
+}
+
+/// Run a `numa-workload misplaced` command line to its end.
+pub fn run_workload(command: &[String]) -> Result<MisplacedRun> {
+    let out = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .output()
+        .with_context(|| format!("starting {command:?}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "{command:?}: {}; {stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_run(command, &stdout)
+}
+
+/// Run a `numa-workload misplaced --hold` command line: once it holds (touching
+/// nothing), wait `settle`, read its `/proc/<pid>/sched` `numa_pages_migrated`, wait
+/// `settle` again (so the agent's next window has reported it), note the time, then
+/// let it exit. Returns the run and the time before which the agent's records are
+/// comparable with the `/proc` value.
+pub fn run_held_workload(
+    command: &[String],
+    settle: Duration,
+) -> Result<(MisplacedRun, std::time::SystemTime)> {
+    use std::io::{BufRead as _, BufReader};
+    let mut child = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {command:?}"))?;
+    let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
+    let mut text = String::new();
+    loop {
+        let mut line = String::new();
+        if stdout.read_line(&mut line)? == 0 {
+            let _ = child.wait();
+            bail!("{command:?} ended before holding: {text}");
+        }
+        text.push_str(&line);
+        if line.trim() == "holding" {
+            break;
+        }
+    }
+    let mut run = parse_run(command, &text)?;
+    thread::sleep(settle);
+    run.sched_migrated = sched_numa_pages_migrated(&run.pid.to_string());
+    thread::sleep(settle);
+    let released = std::time::SystemTime::now();
+    writeln!(child.stdin.take().context("stdin")?)?;
+    let status = child.wait()?;
+    ensure!(status.success(), "{command:?}: {status}");
+    Ok((run, released))
+}
+
+fn parse_run(command: &[String], stdout: &str) -> Result<MisplacedRun> {
+    let mut run = MisplacedRun::default();
+    for line in stdout.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["pid", pid, "before", rest @ ..] => {
+                run.pid = pid.parse()?;
+                run.before = rest.join(" ");
+            }
+            ["pid", _, "after", rest @ ..] => {
+                let (placement, passes) = rest.split_at(rest.len().saturating_sub(2));
+                run.after = placement.join(" ");
+                run.passes = passes.last().context("passes")?.parse()?;
+            }
+            ["sched_numa_pages_migrated", n] => run.sched_migrated = Some(n.parse()?),
+            _ => {}
+        }
+    }
+    ensure!(run.pid != 0, "{command:?} printed no pid: {stdout}");
+    Ok(run)
+}
+
+/// Pages on `node` in a `N<n>=<pages> ...` placement.
+pub fn pages_on(placement: &str, node: u32) -> u64 {
+    placement
+        .split_whitespace()
+        .find_map(|f| {
+            let (n, p) = f.strip_prefix('N')?.split_once('=')?;
+            (n.parse::<u32>().ok()? == node).then(|| p.parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+/// The QEMU scenario: `kernel.numa_balancing=1`, a fast scanner, then two misplaced
+/// workloads while the agent runs — memory on node 1 with the task pinned to node 0
+/// and a default policy (the pages should migrate to node 0: `numa_misplaced`), and
+/// memory bound to node 1 with the task free to move (the task should follow its
+/// memory: `sched_move_numa`). Checks every counter against the kernel's books over
+/// the same interval (see the module comment), the workload's own hinting-fault record
+/// against its `/proc/<pid>/sched`, and reports each program's cost per run.
+pub fn vm_scenario(workload: &str, duration: Duration) -> Result<String> {
+    let mut knobs = Knobs::default();
+    knobs.set("/proc/sys/kernel/numa_balancing", "1")?;
+    // Since 5.13 the scanner's knobs live in debugfs (kernel/sched/debug.c); older
+    // kernels had them as sysctls. Defaults (1 s delay, 1-60 s period) are too slow
+    // for a TCG guest and a one-minute scenario.
+    let debug = Path::new("/sys/kernel/debug/sched/numa_balancing");
+    if !debug.is_dir() {
+        let _ = std::process::Command::new("mount")
+            .args(["-t", "debugfs", "debugfs", "/sys/kernel/debug"])
+            .status();
+    }
+    let mut tuned = Vec::new();
+    for (knob, value) in [
+        ("scan_delay_ms", "100"),
+        ("scan_period_min_ms", "100"),
+        ("scan_period_max_ms", "1000"),
+    ] {
+        let path = if debug.is_dir() {
+            debug.join(knob).display().to_string()
+        } else {
+            format!("/proc/sys/kernel/numa_balancing_{knob}")
+        };
+        if Path::new(&path).exists() {
+            knobs.set(&path, value)?;
+            tuned.push(format!("{knob}={value}"));
+        }
+    }
+    let secs = format!("{}ms", duration.as_millis());
+    let command = |membind: u32, cpunodebind: u32, extra: &[&str]| -> Vec<String> {
+        let mut c: Vec<String> = vec![
+            "numactl".into(),
+            format!("--membind={membind}"),
+            format!("--cpunodebind={cpunodebind}"),
+            workload.into(),
+            "misplaced".into(),
+            "--duration".into(),
+            secs.clone(),
+        ];
+        c.extend(extra.iter().map(|s| (*s).to_owned()));
+        c
+    };
+
+    let trace = Trace::decisions(&format!("numa-balancing-{}", std::process::id()))
+        .context("ftrace instance for sched_*_numa")?;
+    let agent = Agent::start(&[
+        "run",
+        "--events",
+        "json",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--access-window",
+        "1s",
+        "--bpf-stats",
+    ])?;
+    let first = bracket(&agent, &VMSTAT_KEYS, Some((&trace, "numa-b1")))?;
+    let (pinned, released) = run_held_workload(
+        &command(1, 1, &["--reset-policy", "--pin-node", "0", "--hold"]),
+        Duration::from_millis(1500),
+    )
+    .context("pinned workload")?;
+    // Bound to node 1's memory and pinned to node 0 for the first half: the task
+    // prefers node 1 but may not go (`sched_stick_numa` with dst -1), then may.
+    let unpin_after = format!("{}ms", duration.as_millis() / 2);
+    let bound =
+        run_workload(&command(1, 0, &["--unpin-after", &unpin_after])).context("bound workload")?;
+    let second = bracket(&agent, &VMSTAT_KEYS, Some((&trace, "numa-b2")))?;
+    trace.stop()?;
+    let text = trace.text()?;
+    ensure!(
+        trace.overruns()? == 0,
+        "ftrace dropped lines: the oracle is incomplete"
+    );
+    let stopped = agent.stop()?;
+    ensure!(
+        stopped.status.success(),
+        "agent exit {}: {}",
+        stopped.status,
+        stopped.stderr.join("\n")
+    );
+    let log = stopped.stderr.join("\n");
+    ensure!(
+        second
+            .raw_metrics
+            .contains(r#"numa_probe_attached{probe="task_numa_fault",variant="fentry"} 1"#),
+        "fentry on task_numa_fault did not attach in this guest:\n{log}"
+    );
+
+    let by_reason = check_migrations(&first, &second)?;
+    let (faults, local) = check_hint_faults(&first, &second)?;
+    let d = |k: &str| second.vmstat[k] - first.vmstat[k];
+    ensure!(
+        d("numa_pages_migrated") > 0,
+        "NUMA balancing migrated no page (vmstat numa_pages_migrated unchanged); pinned workload \
+         {pinned:?}"
+    );
+
+    // Decisions: `bracket` retried until no event fell inside a reading, so this is
+    // exact; the bound by `ambiguous` only documents the reasoning.
+    let (certain, ambiguous) = decisions_between(&text, &first.tag, &second.tag)?;
+    let before = agent_decisions(&first.metrics);
+    let after = agent_decisions(&second.metrics);
+    let mut agent_delta = BTreeMap::new();
+    for (k, v) in &after {
+        let delta = v - before.get(k).copied().unwrap_or(0);
+        if delta > 0 {
+            agent_delta.insert(k.clone(), delta);
+        }
+    }
+    let mut extra = 0;
+    for (k, &want) in &certain {
+        let got = agent_delta.get(k).copied().unwrap_or(0);
+        ensure!(
+            got >= want,
+            "decisions {k:?}: agent {got}, ftrace {want}; agent {agent_delta:?} ftrace {certain:?}"
+        );
+        extra += got - want;
+    }
+    for (k, &got) in &agent_delta {
+        if !certain.contains_key(k) {
+            extra += got;
+        }
+    }
+    ensure!(
+        extra <= ambiguous,
+        "agent counted {extra} decisions more than ftrace saw between the readings (only \
+         {ambiguous} fell inside a reading): agent {agent_delta:?} ftrace {certain:?}"
+    );
+    let decisions: u64 = certain.values().sum();
+    ensure!(decisions > 0, "no sched_*_numa decision in the trace");
+
+    // The pinned workload's own record, against its /proc/<pid>/sched.
+    let records: Vec<serde_json::Value> = stopped
+        .stdout
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["type"] == "NUMAHintFaults")
+        .collect();
+    // The last record written while the workload held still (before it was released).
+    let before_release = |v: &serde_json::Value| {
+        v["timestamp"]
+            .as_str()
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+            .is_some_and(|t| t < released)
+    };
+    let mine = records
+        .iter()
+        .rev()
+        .filter(|v| v["pid"].as_u64() == Some(u64::from(pinned.pid)))
+        .find(|v| before_release(v))
+        .with_context(|| {
+            format!(
+                "no NUMAHintFaults record for pid {} before it was released",
+                pinned.pid
+            )
+        })?;
+    let remote = mine["remote_faults"].as_u64().unwrap_or(0);
+    let migrated = mine["migrated_pages"].as_u64().unwrap_or(0);
+    ensure!(
+        remote > 0,
+        "pinned workload's remote hinting faults are 0: {mine}"
+    );
+    let per_task = match pinned.sched_migrated {
+        Some(sched) => {
+            ensure!(
+                migrated == sched,
+                "agent: {migrated} pages migrated for pid {}, its /proc/<pid>/sched \
+                 numa_pages_migrated {sched}",
+                pinned.pid
+            );
+            format!("= /proc/<pid>/sched numa_pages_migrated {sched}")
+        }
+        None => "(/proc/<pid>/sched has no numa_pages_migrated: CONFIG_SCHED_DEBUG off)".into(),
+    };
+    ensure!(
+        pages_on(&pinned.after, 0) > pages_on(&pinned.before, 0),
+        "pinned workload's memory did not move toward node 0: before {} after {}",
+        pinned.before,
+        pinned.after
+    );
+    let costs = program_costs(
+        &second.metrics,
+        &[
+            "task_numa_fault",
+            "mm_migrate_pages",
+            "sched_move_numa",
+            "sched_swap_numa",
+            "sched_stick_numa",
+        ],
+    );
+    Ok(format!(
+        "scanner {}; vmstat = agent exactly: pgmigrate_success +{} (by reason {by_reason:?}), \
+         pgmigrate_fail +{}, numa_pages_migrated +{}, numa_hint_faults +{faults} \
+         (local +{local}); sched_*_numa = ftrace: {certain:?} ({ambiguous} in readings); \
+         pinned pid {}: {} -> {}, remote {remote} local {} faults, {migrated} pages migrated \
+         {per_task}; bound pid {}: {} -> {}; cost: {costs}",
+        tuned.join(","),
+        d("pgmigrate_success"),
+        d("pgmigrate_fail"),
+        d("numa_pages_migrated"),
+        pinned.pid,
+        pinned.before,
+        pinned.after,
+        mine["local_faults"],
+        bound.pid,
+        bound.before,
+        bound.after,
+    ))
 }
 
 #[cfg(test)]
@@ -572,5 +935,7 @@ mod tests {
             ])
         );
         assert!(decisions_between(text, "b1", "b3").is_err());
+        assert_eq!(decisions_inside(text, "b1"), 1);
+        assert_eq!(decisions_inside(text, "b2"), 0);
     }
 }

@@ -64,6 +64,12 @@ enum Workload {
         pin_node: Option<u32>,
         #[arg(long)]
         unpin: bool,
+        /// Allow every online CPU this long into the touch loop.
+        #[arg(long, value_parser = humantime_duration)]
+        unpin_after: Option<std::time::Duration>,
+        /// Wait for a line on stdin before exiting (after printing `holding`).
+        #[arg(long)]
+        hold: bool,
     },
 }
 
@@ -125,12 +131,16 @@ fn main() -> anyhow::Result<()> {
             reset_policy,
             pin_node,
             unpin,
+            unpin_after,
+            hold,
         } => numa_tests::balancing::run_misplaced(&numa_tests::balancing::Misplaced {
             mib,
             duration,
             reset_policy,
             pin_node,
             unpin,
+            unpin_after,
+            hold,
         })?,
         Workload::Touch { mib, cpu, hold } => {
             if let Some(cpu) = cpu {
