@@ -710,16 +710,17 @@ pub fn vm_scenario(workload: &str, duration: Duration) -> Result<String> {
         }
     }
     let secs = format!("{}ms", duration.as_millis());
-    let command = |membind: u32, cpunodebind: u32, extra: &[&str]| -> Vec<String> {
-        let mut c: Vec<String> = vec![
-            "numactl".into(),
+    let command = |policy: &[&str], membind: u32, cpunodebind: u32, extra: &[&str]| {
+        let mut c: Vec<String> = vec!["numactl".into()];
+        c.extend(policy.iter().map(|s| (*s).to_owned()));
+        c.extend([
             format!("--membind={membind}"),
             format!("--cpunodebind={cpunodebind}"),
             workload.into(),
             "misplaced".into(),
             "--duration".into(),
             secs.clone(),
-        ];
+        ]);
         c.extend(extra.iter().map(|s| (*s).to_owned()));
         c
     };
@@ -738,15 +739,23 @@ pub fn vm_scenario(workload: &str, duration: Duration) -> Result<String> {
     ])?;
     let first = bracket(&agent, &VMSTAT_KEYS, Some((&trace, "numa-b1")))?;
     let (pinned, released) = run_held_workload(
-        &command(1, 1, &["--reset-policy", "--pin-node", "0", "--hold"]),
+        &command(&[], 1, 1, &["--reset-policy", "--pin-node", "0", "--hold"]),
         Duration::from_millis(1500),
     )
     .context("pinned workload")?;
     // Bound to node 1's memory and pinned to node 0 for the first half: the task
     // prefers node 1 but may not go (`sched_stick_numa` with dst -1), then may.
+    // `--balancing` (MPOL_F_NUMA_BALANCING, 5.12+) makes the scanner visit the bound
+    // memory at all: without MPOL_F_MOF, `task_numa_work()` skips the VMA
+    // (`vma_policy_mof()`, kernel/sched/fair.c) and no hinting fault happens.
     let unpin_after = format!("{}ms", duration.as_millis() / 2);
-    let bound =
-        run_workload(&command(1, 0, &["--unpin-after", &unpin_after])).context("bound workload")?;
+    let bound = run_workload(&command(
+        &["--balancing"],
+        1,
+        0,
+        &["--unpin-after", &unpin_after],
+    ))
+    .context("bound workload")?;
     let second = bracket(&agent, &VMSTAT_KEYS, Some((&trace, "numa-b2")))?;
     trace.stop()?;
     let text = trace.text()?;
