@@ -20,7 +20,7 @@ use numa_common::{
 };
 use thiserror::Error;
 
-use super::{ProbeStatus, SensorError};
+use super::{ProbeStatus, SensorError, Unavailable};
 use crate::{
     topology::NodeId,
     tracefs::{EventFormat, Tracefs, TracefsError},
@@ -334,9 +334,9 @@ pub struct BalancingSetup {
     pub hint_faults: HintFaultConfig,
     /// Per `sched_*_numa` event (move, swap, stick): `Err(reason)` when its format is
     /// absent or unusable.
-    pub decisions: [Result<(), String>; 3],
+    pub decisions: [Result<(), Unavailable>; 3],
     /// `mm_migrate_pages`: the reason label of each map slot, or why not.
-    pub reasons: Result<Vec<String>, String>,
+    pub reasons: Result<Vec<String>, Unavailable>,
     pub node_slots: u32,
 }
 
@@ -346,17 +346,19 @@ impl BalancingSetup {
             tracefs
                 .event_format(SCHED, event)
                 .and_then(|f| nid_offsets(&f))
-                .map_err(|e| e.to_string())
+                .map_err(|e| tracefs_unavailable(&e))
         };
         let (m, s, t) = (nids(MOVE_EVENT), nids(SWAP_EVENT), nids(STICK_EVENT));
         let balancing =
             balancing_config(m.clone().ok(), s.clone().ok(), t.clone().ok(), node_slots);
         let migrate = tracefs
             .event_format(MIGRATE, MIGRATE_EVENT)
-            .map_err(|e| e.to_string())
+            .map_err(|e| tracefs_unavailable(&e))
             .and_then(|f| {
-                let config = migrate_pages_config(&f).map_err(|e| e.to_string())?;
-                let table = print_symbolic(&f, "reason").map_err(|e| e.to_string())?;
+                let config = migrate_pages_config(&f).map_err(|e| tracefs_unavailable(&e))?;
+                let table = print_symbolic(&f, "reason").map_err(|e| {
+                    Unavailable::new(Unavailable::UNSUPPORTED_LAYOUT, e.to_string())
+                })?;
                 Ok((config, reason_labels(&table)))
             });
         let (migrate_pages, reasons) = match migrate {
@@ -403,7 +405,8 @@ pub(super) fn attach(ebpf: &mut Ebpf, setup: &BalancingSetup) -> Result<Attached
     {
         let target = format!("{SCHED}:{event}");
         let outcome = ready.clone().and_then(|()| {
-            super::attach_tracepoint(ebpf, program, SCHED, event).map_err(|e| chain(&e))
+            super::attach_tracepoint(ebpf, program, SCHED, event)
+                .map_err(|e| attach_unavailable(&e))
         });
         any_decision |= outcome.is_ok();
         probes.push(ProbeStatus::from_outcome(
@@ -416,10 +419,10 @@ pub(super) fn attach(ebpf: &mut Ebpf, setup: &BalancingSetup) -> Result<Attached
     let migrate_target = format!("{MIGRATE}:{MIGRATE_EVENT}");
     let migrate = setup.reasons.clone().and_then(|labels| {
         super::attach_tracepoint(ebpf, programs::MM_MIGRATE_PAGES, MIGRATE, MIGRATE_EVENT)
-            .map_err(|e| chain(&e))
+            .map_err(|e| attach_unavailable(&e))
             .map(|()| labels)
     });
-    let reason_labels = migrate.as_ref().map(Clone::clone).unwrap_or_default();
+    let reason_labels = migrate.clone().unwrap_or_default();
     probes.push(ProbeStatus::from_outcome(
         Probe::MmMigratePages,
         "tracepoint",
@@ -461,28 +464,59 @@ pub(super) fn attach(ebpf: &mut Ebpf, setup: &BalancingSetup) -> Result<Attached
 
 /// fentry needs the kernel's BTF (to find the function) and a kernel that lets BPF
 /// trampolines attach; the error says which step failed.
-fn attach_fentry(ebpf: &mut Ebpf) -> Result<(), String> {
-    let btf = Btf::from_sys_fs().map_err(|e| format!("reading the kernel BTF: {e}"))?;
+fn attach_fentry(ebpf: &mut Ebpf) -> Result<(), Unavailable> {
+    let btf = Btf::from_sys_fs().map_err(|e| {
+        Unavailable::new(Unavailable::NO_BTF, format!("reading the kernel BTF: {e}"))
+    })?;
     let program: &mut FEntry = ebpf
         .program_mut(programs::TASK_NUMA_FAULT)
-        .ok_or_else(|| "program missing from the object".to_owned())?
+        .ok_or_else(|| {
+            Unavailable::new(
+                Unavailable::ATTACH_FAILED,
+                "program missing from the object",
+            )
+        })?
         .try_into()
-        .map_err(|e: ProgramError| e.to_string())?;
+        .map_err(|e: ProgramError| Unavailable::new(Unavailable::ATTACH_FAILED, e.to_string()))?;
     program.load(HINT_FAULT_FUNCTION, &btf).map_err(|e| {
         // ProgramError::LoadError already prints its io::Error source.
         let refused = matches!(&e, ProgramError::LoadError { io_error, .. }
-            if io_error.raw_os_error() == Some(libc::EPERM));
-        let why = if refused {
-            " (the kernel refuses BPF trampolines here; no local/remote hinting-fault counts)"
+            if matches!(io_error.raw_os_error(), Some(libc::EPERM | libc::EACCES)));
+        if refused {
+            Unavailable::new(
+                Unavailable::KERNEL_REFUSED,
+                format!(
+                    "loading fentry on {HINT_FAULT_FUNCTION}: {e}: this kernel refuses BPF \
+                     trampolines here, so no local/remote hinting-fault counts"
+                ),
+            )
         } else {
-            ""
-        };
-        format!("loading fentry on {HINT_FAULT_FUNCTION}: {e}{why}")
+            Unavailable::new(
+                Unavailable::ATTACH_FAILED,
+                format!("loading fentry on {HINT_FAULT_FUNCTION}: {e}"),
+            )
+        }
     })?;
-    program
-        .attach()
-        .map_err(|e| format!("attaching fentry on {HINT_FAULT_FUNCTION}: {}", chain(&e)))?;
+    program.attach().map_err(|e| {
+        Unavailable::new(
+            Unavailable::ATTACH_FAILED,
+            format!("attaching fentry on {HINT_FAULT_FUNCTION}: {}", chain(&e)),
+        )
+    })?;
     Ok(())
+}
+
+/// A format file that is absent (`no_event`) or does not fit (`unsupported_layout`).
+fn tracefs_unavailable(e: &TracefsError) -> Unavailable {
+    let kind = match e {
+        TracefsError::Read { .. } | TracefsError::Mount { .. } => Unavailable::NO_EVENT,
+        TracefsError::Format { .. } | TracefsError::Field { .. } => Unavailable::UNSUPPORTED_LAYOUT,
+    };
+    Unavailable::new(kind, e.to_string())
+}
+
+fn attach_unavailable(e: &SensorError) -> Unavailable {
+    Unavailable::new(Unavailable::ATTACH_FAILED, chain(e))
 }
 
 /// An error and its sources on one line.

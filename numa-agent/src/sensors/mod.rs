@@ -76,7 +76,49 @@ pub struct ProbeStatus {
     pub variant: &'static str,
     pub target: String,
     /// Why the probe is not attached (then `variant` is [`ProbeStatus::NONE`]).
-    pub unavailable: Option<String>,
+    pub unavailable: Option<Unavailable>,
+}
+
+/// Why an optional probe is not attached: a bounded kind for metrics, and the detail
+/// for the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unavailable {
+    /// One of [`Unavailable::KINDS`].
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+impl Unavailable {
+    /// The event is not in this kernel's tracefs (or tracefs is unreadable).
+    pub const NO_EVENT: &'static str = "no_event";
+    /// The event exists but lacks a field the program reads, or types it differently.
+    pub const UNSUPPORTED_LAYOUT: &'static str = "unsupported_layout";
+    /// No kernel BTF (`/sys/kernel/btf/vmlinux`), which fentry needs.
+    pub const NO_BTF: &'static str = "no_btf";
+    /// The kernel refused to load the program (EPERM/EACCES: lockdown, no trampolines).
+    pub const KERNEL_REFUSED: &'static str = "kernel_refused";
+    /// Loading or attaching failed otherwise.
+    pub const ATTACH_FAILED: &'static str = "attach_failed";
+    pub const KINDS: [&'static str; 5] = [
+        Self::NO_EVENT,
+        Self::UNSUPPORTED_LAYOUT,
+        Self::NO_BTF,
+        Self::KERNEL_REFUSED,
+        Self::ATTACH_FAILED,
+    ];
+
+    pub fn new(kind: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.detail, self.kind)
+    }
 }
 
 impl ProbeStatus {
@@ -97,7 +139,7 @@ impl ProbeStatus {
         probe: Probe,
         variant: &'static str,
         target: String,
-        outcome: Result<(), String>,
+        outcome: Result<(), Unavailable>,
     ) -> Self {
         match outcome {
             Ok(()) => Self::attached(probe, variant, target),
