@@ -3,6 +3,7 @@
 pub mod access;
 pub mod actuators;
 pub mod attach;
+pub mod balancing;
 pub mod bpf_sys;
 pub mod cgroup;
 pub mod check;

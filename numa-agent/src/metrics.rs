@@ -69,12 +69,29 @@ impl Metrics {
             ),
             &["probe", "variant"],
         )?;
+        // An optional probe this kernel does not allow is not "attached = 0" (which the
+        // NumaProbeNotAttached alert treats as a fault to fix) but unavailable, with a
+        // bounded reason; its log line says the rest.
+        let unavailable = IntGaugeVec::new(
+            Opts::new(
+                "numa_probe_unavailable",
+                "1 for each optional probe this kernel does not allow, with why (no_event, \
+                 unsupported_layout, no_btf, kernel_refused, attach_failed); its series are absent",
+            ),
+            &["probe", "reason"],
+        )?;
         for p in probes {
-            attached
-                .with_label_values(&[p.probe.label(), p.variant])
-                .set(i64::from(p.variant != crate::sensors::UNAVAILABLE));
+            match &p.unavailable {
+                None => attached
+                    .with_label_values(&[p.probe.label(), p.variant])
+                    .set(1),
+                Some(why) => unavailable
+                    .with_label_values(&[p.probe.label(), why.kind])
+                    .set(1),
+            }
         }
         registry.register(Box::new(attached))?;
+        registry.register(Box::new(unavailable))?;
         crate::operator_metrics::register_topology(&registry, topology)?;
         Ok(Self {
             registry,

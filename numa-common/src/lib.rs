@@ -36,6 +36,21 @@ pub mod maps {
     /// `PerCpuArray<u64>`: per CPU, user page faults left before the next sample of the
     /// page-fault program (a countdown from [`super::FaultConfig::sample_rate`]).
     pub const FAULT_COUNTDOWN: &str = "FAULT_COUNTDOWN";
+    /// `PerCpuArray<u64>`: NUMA-balancing decisions (`sched:sched_{move,swap,stick}_numa`)
+    /// per (kind, source node slot, destination node slot), index
+    /// `(kind * node_slots + src_slot) * node_slots + dst_slot`, kind from
+    /// [`super::balancing_kind`]; the last node slot counts `-1` (no destination).
+    pub const NUMA_BALANCING: &str = "NUMA_BALANCING";
+    /// `PerCpuArray<u64>`: pages of `migrate:mm_migrate_pages` per (reason slot, result),
+    /// index `reason_slot * 2 + result` (result 0 = succeeded, 1 = failed); see
+    /// [`super::MIGRATE_REASON_SLOTS`].
+    pub const MIGRATE_PAGES: &str = "MIGRATE_PAGES";
+    /// `PerCpuArray<u64>`: NUMA hinting faults seen at `task_numa_fault()`, index
+    /// `((cpu_slot * node_slots + mem_slot) * 2 + local) * 2 + what` (local = the kernel's
+    /// `TNF_FAULT_LOCAL`; what 0 = faults, 1 = pages).
+    pub const HINT_FAULTS: &str = "HINT_FAULTS";
+    /// `LruPerCpuHashMap<u32, HintFaultCounts>`: the same faults per thread group.
+    pub const TASK_HINT_FAULTS: &str = "TASK_HINT_FAULTS";
 }
 
 /// Program names, as the functions are named in `numa-ebpf`.
@@ -50,6 +65,12 @@ pub mod programs {
     pub const PAGE_FAULT_USER_RAW: &str = "page_fault_user_raw";
     /// The same as a classic tracepoint (fields at offsets from tracefs), tried last.
     pub const PAGE_FAULT_USER_TP: &str = "page_fault_user_tp";
+    pub const SCHED_MOVE_NUMA: &str = "sched_move_numa";
+    pub const SCHED_SWAP_NUMA: &str = "sched_swap_numa";
+    pub const SCHED_STICK_NUMA: &str = "sched_stick_numa";
+    pub const MM_MIGRATE_PAGES: &str = "mm_migrate_pages";
+    /// fentry program on the kernel function `task_numa_fault`.
+    pub const TASK_NUMA_FAULT: &str = "task_numa_fault";
 }
 
 /// Names of the load-time constants (`Global<T>` statics) set by the agent.
@@ -64,6 +85,12 @@ pub mod globals {
     pub const ATTACH_CONFIG: &str = "ATTACH_CONFIG";
     /// [`super::FaultConfig`].
     pub const FAULT_CONFIG: &str = "FAULT_CONFIG";
+    /// [`super::BalancingConfig`].
+    pub const BALANCING_CONFIG: &str = "BALANCING_CONFIG";
+    /// [`super::MigratePagesConfig`].
+    pub const MIGRATE_PAGES_CONFIG: &str = "MIGRATE_PAGES_CONFIG";
+    /// [`super::HintFaultConfig`].
+    pub const HINT_FAULT_CONFIG: &str = "HINT_FAULT_CONFIG";
 }
 
 /// Probe ids: index of the [`maps::LOST`] counters and tag of each ring-buffer record.
@@ -73,13 +100,24 @@ pub enum Probe {
     SchedMigrateTask = 0,
     MmPageAlloc = 1,
     PageFaultUser = 2,
+    // NUMA-balancing probes (issue 4): they aggregate in maps and send no records.
+    SchedMoveNuma = 3,
+    SchedSwapNuma = 4,
+    SchedStickNuma = 5,
+    MmMigratePages = 6,
+    TaskNumaFault = 7,
 }
 
 impl Probe {
-    pub const ALL: [Probe; 3] = [
+    pub const ALL: [Probe; 8] = [
         Probe::SchedMigrateTask,
         Probe::MmPageAlloc,
         Probe::PageFaultUser,
+        Probe::SchedMoveNuma,
+        Probe::SchedSwapNuma,
+        Probe::SchedStickNuma,
+        Probe::MmMigratePages,
+        Probe::TaskNumaFault,
     ];
     /// Stable label used in metrics (`numa_events_lost_total{probe}`).
     pub const fn label(self) -> &'static str {
@@ -87,6 +125,11 @@ impl Probe {
             Probe::SchedMigrateTask => "sched_migrate_task",
             Probe::MmPageAlloc => "mm_page_alloc",
             Probe::PageFaultUser => "page_fault_user",
+            Probe::SchedMoveNuma => "sched_move_numa",
+            Probe::SchedSwapNuma => "sched_swap_numa",
+            Probe::SchedStickNuma => "sched_stick_numa",
+            Probe::MmMigratePages => "mm_migrate_pages",
+            Probe::TaskNumaFault => "task_numa_fault",
         }
     }
 }
@@ -343,6 +386,94 @@ pub struct FaultRecord {
 }
 const _: () = assert!(core::mem::size_of::<FaultRecord>() == 40);
 
+/// Kinds of NUMA-balancing decision, the first index of [`maps::NUMA_BALANCING`].
+pub mod balancing_kind {
+    /// `sched_move_numa`: `migrate_task_to()` asks the stopper to move the task to a CPU
+    /// of its preferred node (kernel/sched/core.c); an attempt, which may still fail.
+    pub const MOVE: u32 = 0;
+    /// `sched_swap_numa`: `migrate_swap()` exchanges two tasks across nodes.
+    pub const SWAP: u32 = 1;
+    /// `sched_stick_numa`: `task_numa_migrate()` (kernel/sched/fair.c) found no better
+    /// CPU (`dst_cpu = dst_nid = -1`) or the move or swap failed: the task stays.
+    pub const STICK: u32 = 2;
+    pub const COUNT: u32 = 3;
+}
+
+/// Load-time constants of the three `sched:sched_*_numa` programs (offsets of the node
+/// fields from each event's format file).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct BalancingConfig {
+    /// `int src_nid` / `int dst_nid` of `sched_move_numa`.
+    pub move_src_nid: u32,
+    pub move_dst_nid: u32,
+    /// Of `sched_swap_numa`.
+    pub swap_src_nid: u32,
+    pub swap_dst_nid: u32,
+    /// Of `sched_stick_numa` (`dst_nid` may be -1).
+    pub stick_src_nid: u32,
+    pub stick_dst_nid: u32,
+    /// As [`MigrateConfig::node_slots`]; the last slot also takes `-1`.
+    pub node_slots: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<BalancingConfig>() == 32);
+
+/// Reason slots of [`maps::MIGRATE_PAGES`]: `enum migrate_reason` values below the last
+/// slot keep their own; the last collects any larger (or negative) value. Kernels
+/// 6.1-6.18 define 9-10 reasons (include/linux/migrate_mode.h).
+pub const MIGRATE_REASON_SLOTS: u32 = 16;
+
+/// Load-time constants of the `migrate:mm_migrate_pages` program.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct MigratePagesConfig {
+    /// Byte offset of `unsigned long succeeded` (base pages, THPs counted by size).
+    pub succeeded_offset: u32,
+    /// Byte offset of `unsigned long failed`.
+    pub failed_offset: u32,
+    /// Byte offset of `int reason` (`enum migrate_reason`).
+    pub reason_offset: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<MigratePagesConfig>() == 16);
+
+/// Load-time constants of the `task_numa_fault` fentry program.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct HintFaultConfig {
+    /// As [`MigrateConfig::node_slots`].
+    pub node_slots: u32,
+    /// Not recorded per task (still in the global counts, which /proc/vmstat matches).
+    pub agent_tgid: u32,
+}
+const _: () = assert!(core::mem::size_of::<HintFaultConfig>() == 8);
+
+/// `task_numa_fault()` flags (include/linux/sched/numa_balancing.h, the same in
+/// 6.1-6.18): the page was migrated, the migration failed, the fault was local.
+pub const TNF_MIGRATED: u32 = 0x01;
+pub const TNF_FAULT_LOCAL: u32 = 0x08;
+pub const TNF_MIGRATE_FAIL: u32 = 0x10;
+
+/// Value of [`maps::TASK_HINT_FAULTS`]: one thread group's NUMA hinting faults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct HintFaultCounts {
+    /// Faults with `TNF_FAULT_LOCAL` (page on the faulting CPU's node) and without.
+    pub local_faults: u64,
+    pub remote_faults: u64,
+    /// The same in pages (a huge-page fault is 512 pages).
+    pub local_pages: u64,
+    pub remote_pages: u64,
+    /// Pages with `TNF_MIGRATED` / `TNF_MIGRATE_FAIL`.
+    pub migrated_pages: u64,
+    pub migrate_failed_pages: u64,
+}
+const _: () = assert!(core::mem::size_of::<HintFaultCounts>() == 48);
+
+/// Capacity of [`maps::TASK_HINT_FAULTS`].
+pub const TASK_HINT_FAULTS_CAPACITY: u32 = 16_384;
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: #[repr(C)], integers only, explicit padding: every bit pattern is valid.
@@ -363,4 +494,12 @@ mod pod {
     unsafe impl aya::Pod for super::AttachConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FaultConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::BalancingConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::MigratePagesConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::HintFaultConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::HintFaultCounts {}
 }

@@ -3,6 +3,8 @@
 #![no_std]
 #![no_main]
 
+mod balancing;
+mod hint_fault;
 mod maps;
 mod page_alloc;
 mod page_fault;

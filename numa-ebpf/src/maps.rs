@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use numa_common::{
-    AccessKey, MAX_PFN_RANGES, NODE_UNKNOWN, PROBE_COUNT, PendingAlloc, PfnRange, Probe,
-    TASKS_CAPACITY, TaskInfo, WORKLOAD_ALLOCS_CAPACITY,
+    AccessKey, HintFaultCounts, MAX_PFN_RANGES, MIGRATE_REASON_SLOTS, NODE_UNKNOWN, PROBE_COUNT,
+    PendingAlloc, PfnRange, Probe, TASK_HINT_FAULTS_CAPACITY, TASKS_CAPACITY, TaskInfo,
+    WORKLOAD_ALLOCS_CAPACITY,
 };
 
 #[map(name = "CPU_NODE")]
@@ -56,6 +57,22 @@ pub static WORKLOAD_ALLOCS: LruPerCpuHashMap<AccessKey, u64> =
 /// One slot per CPU: the run of pages the page-alloc program is gathering.
 #[map(name = "PENDING_ALLOCS")]
 pub static PENDING_ALLOCS: PerCpuArray<PendingAlloc> = PerCpuArray::with_max_entries(1, 0);
+
+/// Sized by the agent: kinds x node slots x node slots.
+#[map(name = "NUMA_BALANCING")]
+pub static NUMA_BALANCING: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "MIGRATE_PAGES")]
+pub static MIGRATE_PAGES: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(MIGRATE_REASON_SLOTS * 2, 0);
+
+/// Sized by the agent: node slots x node slots x 4.
+#[map(name = "HINT_FAULTS")]
+pub static HINT_FAULTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "TASK_HINT_FAULTS")]
+pub static TASK_HINT_FAULTS: LruPerCpuHashMap<u32, HintFaultCounts> =
+    LruPerCpuHashMap::with_max_entries(TASK_HINT_FAULTS_CAPACITY, 0);
 
 /// Slot of `node` in a node-pair matrix of `slots` x `slots`; the last slot collects
 /// unknown nodes.

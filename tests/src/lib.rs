@@ -2,6 +2,7 @@
 //! an oracle, a declared NUMA split of this host's CPUs, the agent as a child
 //! process, and a thread that migrates on command.
 pub mod agent;
+pub mod balancing;
 pub mod cgroups;
 pub mod fault_scenarios;
 pub mod ftrace;

@@ -84,10 +84,15 @@ fn without_the_tracepoint_the_probe_is_unavailable_not_zero() {
     assert_eq!(
         numa_tests::agent::sample(
             &metrics,
-            r#"numa_probe_attached{probe="page_fault_user",variant="unavailable"}"#
+            r#"numa_probe_unavailable{probe="page_fault_user",reason="no_event"}"#
         ),
-        Some(0.0),
+        Some(1.0),
         "{metrics}"
+    );
+    assert!(
+        !metrics.contains(r#"numa_probe_attached{probe="page_fault_user""#),
+        "an unavailable probe is not listed as attached:
+{metrics}"
     );
     assert!(
         !metrics.contains("numa_sampled_faults_total"),

@@ -2,6 +2,7 @@
 //!
 //! Load-time constants (tracepoint field offsets, node-slot count) go in as
 //! `Global` overrides; map sizes follow the machine (possible CPUs, node count).
+pub mod balancing;
 pub mod page_alloc;
 pub mod page_fault;
 pub mod sched_migrate;
@@ -71,17 +72,91 @@ pub enum SensorError {
 #[derive(Clone, Debug)]
 pub struct ProbeStatus {
     pub probe: Probe,
-    /// `tracepoint` (classic, offsets from tracefs), `raw_tracepoint`, `tp_btf`, or
-    /// [`UNAVAILABLE`] for a requested probe no variant of which attached here.
+    /// `tracepoint` (classic, offsets from tracefs), `raw_tracepoint`, `tp_btf`,
+    /// `fentry`; [`ProbeStatus::NONE`] when no variant could attach.
     pub variant: &'static str,
     pub target: String,
+    /// Why the probe is not attached (then `variant` is [`ProbeStatus::NONE`]).
+    pub unavailable: Option<Unavailable>,
 }
 
-/// [`ProbeStatus::variant`] of a probe that was asked for but could not attach (for
-/// example `page_fault_user` on arm64, which has no such tracepoint): exported as
-/// `numa_probe_attached{variant="unavailable"} 0`, so its counters are known to be
-/// absent rather than zero.
-pub const UNAVAILABLE: &str = "unavailable";
+/// Why an optional probe is not attached: a bounded kind for metrics, and the detail
+/// for the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unavailable {
+    /// One of [`Unavailable::KINDS`].
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+impl Unavailable {
+    /// The event is not in this kernel's tracefs (or tracefs is unreadable).
+    pub const NO_EVENT: &'static str = "no_event";
+    /// The event exists but lacks a field the program reads, or types it differently.
+    pub const UNSUPPORTED_LAYOUT: &'static str = "unsupported_layout";
+    /// No kernel BTF (`/sys/kernel/btf/vmlinux`), which fentry needs.
+    pub const NO_BTF: &'static str = "no_btf";
+    /// The kernel refused to load the program (EPERM/EACCES: lockdown, no trampolines).
+    pub const KERNEL_REFUSED: &'static str = "kernel_refused";
+    /// Loading or attaching failed otherwise.
+    pub const ATTACH_FAILED: &'static str = "attach_failed";
+    pub const KINDS: [&'static str; 5] = [
+        Self::NO_EVENT,
+        Self::UNSUPPORTED_LAYOUT,
+        Self::NO_BTF,
+        Self::KERNEL_REFUSED,
+        Self::ATTACH_FAILED,
+    ];
+
+    pub fn new(kind: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.detail, self.kind)
+    }
+}
+
+impl ProbeStatus {
+    /// The variant of a probe that could not attach.
+    pub const NONE: &'static str = "none";
+
+    pub fn attached(probe: Probe, variant: &'static str, target: String) -> Self {
+        Self {
+            probe,
+            variant,
+            target,
+            unavailable: None,
+        }
+    }
+
+    /// `variant` on `target` if `outcome` is Ok, else unavailable with its reason.
+    pub fn from_outcome(
+        probe: Probe,
+        variant: &'static str,
+        target: String,
+        outcome: Result<(), Unavailable>,
+    ) -> Self {
+        match outcome {
+            Ok(()) => Self::attached(probe, variant, target),
+            Err(reason) => Self {
+                probe,
+                variant: Self::NONE,
+                target,
+                unavailable: Some(reason),
+            },
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.unavailable.is_none()
+    }
+}
 
 /// Optional probes and their settings; [`Default`] loads none of them.
 #[derive(Clone, Debug, Default)]
@@ -102,6 +177,10 @@ pub struct Sensors {
     pub workload_allocs: PerCpuHashMap<MapData, AccessKey, u64>,
     pub probes: Vec<ProbeStatus>,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// NUMA-balancing counters (each map present only if its probe attached).
+    pub balancing: Arc<balancing::BalancingCounters>,
+    /// Hinting faults per thread group; `None` when fentry is unavailable.
+    pub task_hint_faults: Option<PerCpuHashMap<MapData, u32, numa_common::HintFaultCounts>>,
 }
 
 impl Sensors {
@@ -168,6 +247,8 @@ impl Sensors {
                 Err(e) => Some(Err(e.to_string())),
             },
         };
+        let balancing_setup =
+            balancing::BalancingSetup::from_tracefs(tracefs, node_slots, attribution.agent_tgid);
         let possible_cpus = topology
             .possible_cpus
             .max(aya::util::nr_cpus().map_or(0, |n| n as u32))
@@ -186,6 +267,22 @@ impl Sensors {
             .override_global(globals::NEWTASK_CONFIG, &newtask_config, true)
             .override_global(globals::PAGE_ALLOC_CONFIG, &page_alloc_config, true)
             .override_global(globals::ATTACH_CONFIG, &attach_config, true)
+            .override_global(globals::BALANCING_CONFIG, &balancing_setup.balancing, true)
+            .override_global(
+                globals::MIGRATE_PAGES_CONFIG,
+                &balancing_setup.migrate_pages,
+                true,
+            )
+            .override_global(
+                globals::HINT_FAULT_CONFIG,
+                &balancing_setup.hint_faults,
+                true,
+            )
+            .map_max_entries(
+                maps::NUMA_BALANCING,
+                numa_common::balancing_kind::COUNT * node_slots * node_slots,
+            )
+            .map_max_entries(maps::HINT_FAULTS, node_slots * node_slots * 4)
             .map_max_entries(maps::CPU_NODE, possible_cpus)
             .map_max_entries(maps::MIGRATIONS, node_slots * node_slots)
             .map_max_entries(maps::PAGE_ALLOCS, node_slots * node_slots)
@@ -243,16 +340,16 @@ impl Sensors {
             page_alloc::EVENT,
         )?;
         let mut probes = vec![
-            ProbeStatus {
-                probe: Probe::SchedMigrateTask,
-                variant: "tracepoint",
-                target: format!("{}:{}", sched_migrate::CATEGORY, sched_migrate::EVENT),
-            },
-            ProbeStatus {
-                probe: Probe::MmPageAlloc,
-                variant: "tracepoint",
-                target: format!("{}:{}", page_alloc::CATEGORY, page_alloc::EVENT),
-            },
+            ProbeStatus::attached(
+                Probe::SchedMigrateTask,
+                "tracepoint",
+                format!("{}:{}", sched_migrate::CATEGORY, sched_migrate::EVENT),
+            ),
+            ProbeStatus::attached(
+                Probe::MmPageAlloc,
+                "tracepoint",
+                format!("{}:{}", page_alloc::CATEGORY, page_alloc::EVENT),
+            ),
         ];
         match fault_config {
             None => {}
@@ -262,13 +359,19 @@ impl Sensors {
                     "page_fault_user unavailable, sampled page faults are not measured: {why} \
                      (the tracepoint exists on x86 only)"
                 );
-                probes.push(ProbeStatus {
-                    probe: Probe::PageFaultUser,
-                    variant: UNAVAILABLE,
-                    target: why,
-                });
+                probes.push(ProbeStatus::from_outcome(
+                    Probe::PageFaultUser,
+                    ProbeStatus::NONE,
+                    format!("{}:{}", page_fault::CATEGORY, page_fault::EVENT),
+                    Err(Unavailable {
+                        kind: Unavailable::NO_EVENT,
+                        detail: why,
+                    }),
+                ));
             }
         }
+        let balancing = balancing::attach(&mut ebpf, &balancing_setup)?;
+        probes.extend(balancing.probes);
 
         let events = take(&mut ebpf, maps::EVENTS)?;
         let counters = Arc::new(KernelCounters {
@@ -284,6 +387,8 @@ impl Sensors {
             workload_allocs,
             probes,
             logger,
+            balancing: balancing.counters,
+            task_hint_faults: balancing.task_hint_faults,
         };
         Ok((sensors, events))
     }
@@ -297,7 +402,7 @@ impl Sensors {
         self._ebpf
             .programs()
             .filter_map(|(name, program)| {
-                // Attach variants that lost (page_fault_user) were never loaded.
+                // A probe that lost, or that this kernel refused, was never loaded.
                 if matches!(program.fd(), Err(ProgramError::NotLoaded)) {
                     return None;
                 }
@@ -352,15 +457,12 @@ fn attach_page_fault(ebpf: &mut Ebpf, only: &[String]) -> ProbeStatus {
         };
         match attached {
             Ok(()) => {
-                return ProbeStatus {
-                    probe: Probe::PageFaultUser,
-                    variant,
-                    target: match variant {
-                        "tp_btf" => format!("btf_trace_{}", page_fault::EVENT),
-                        "raw_tracepoint" => page_fault::EVENT.to_owned(),
-                        _ => format!("{}:{}", page_fault::CATEGORY, page_fault::EVENT),
-                    },
+                let target = match variant {
+                    "tp_btf" => format!("btf_trace_{}", page_fault::EVENT),
+                    "raw_tracepoint" => page_fault::EVENT.to_owned(),
+                    _ => format!("{}:{}", page_fault::CATEGORY, page_fault::EVENT),
                 };
+                return ProbeStatus::attached(Probe::PageFaultUser, variant, target);
             }
             Err(e) => {
                 let e = error_chain(&e);
@@ -373,11 +475,15 @@ fn attach_page_fault(ebpf: &mut Ebpf, only: &[String]) -> ProbeStatus {
         "page_fault_user unavailable, sampled page faults are not measured: {}",
         why.join("; ")
     );
-    ProbeStatus {
-        probe: Probe::PageFaultUser,
-        variant: UNAVAILABLE,
-        target: why.join("; "),
-    }
+    ProbeStatus::from_outcome(
+        Probe::PageFaultUser,
+        ProbeStatus::NONE,
+        format!("{}:{}", page_fault::CATEGORY, page_fault::EVENT),
+        Err(Unavailable {
+            kind: Unavailable::ATTACH_FAILED,
+            detail: why.join("; "),
+        }),
+    )
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

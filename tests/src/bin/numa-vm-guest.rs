@@ -6,7 +6,7 @@ use std::{fs, panic};
 use anyhow::{Context as _, Result};
 use numa_tests::{fault_scenarios, scenarios};
 
-const SCENARIOS: &[&str] = &["steal", "access", "faults"];
+const SCENARIOS: &[&str] = &["steal", "access", "faults", "balancing"];
 
 fn main() {
     let requested: Vec<String> = std::env::args()
@@ -41,6 +41,7 @@ fn run(name: &str) -> Result<String> {
         "steal" => steal(),
         "access" => access(),
         "faults" => faults(),
+        "balancing" => balancing(),
         other => anyhow::bail!(
             "unknown scenario `{other}` (known: {})",
             SCENARIOS.join(", ")
@@ -171,4 +172,12 @@ fn online_nodes() -> Result<Vec<u32>> {
         out.extend(lo.parse::<u32>()?..=hi.parse::<u32>()?);
     }
     Ok(out)
+}
+
+/// NUMA balancing turned on in the guest, with misplaced workloads; every counter
+/// against /proc/vmstat and ftrace (numa_tests::balancing::vm_scenario).
+fn balancing() -> Result<String> {
+    let workload =
+        std::env::var("NUMA_WORKLOAD_BIN").unwrap_or_else(|_| "/usr/bin/numa-workload".into());
+    numa_tests::balancing::vm_scenario(&workload, std::time::Duration::from_secs(10))
 }

@@ -49,6 +49,28 @@ enum Workload {
         #[arg(long, default_value = "2s", value_parser = humantime_duration)]
         hold: std::time::Duration,
     },
+    /// Touch `--mib` MiB where the memory policy puts it, then (optionally) reset the
+    /// policy to default, pin to a node or unpin, and keep writing every page for
+    /// `--duration`: memory misplaced for NUMA balancing to find. Prints placement
+    /// before and after (numa_maps) and the task's `numa_pages_migrated`.
+    Misplaced {
+        #[arg(long, default_value_t = 32)]
+        mib: usize,
+        #[arg(long, default_value = "10s", value_parser = humantime_duration)]
+        duration: std::time::Duration,
+        #[arg(long)]
+        reset_policy: bool,
+        #[arg(long)]
+        pin_node: Option<u32>,
+        #[arg(long)]
+        unpin: bool,
+        /// Allow every online CPU this long into the touch loop.
+        #[arg(long, value_parser = humantime_duration)]
+        unpin_after: Option<std::time::Duration>,
+        /// Wait for a line on stdin before exiting (after printing `holding`).
+        #[arg(long)]
+        hold: bool,
+    },
 }
 
 fn humantime_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -103,6 +125,23 @@ fn main() -> anyhow::Result<()> {
                 .context("flipping")?;
             println!("done");
         }
+        Workload::Misplaced {
+            mib,
+            duration,
+            reset_policy,
+            pin_node,
+            unpin,
+            unpin_after,
+            hold,
+        } => numa_tests::balancing::run_misplaced(&numa_tests::balancing::Misplaced {
+            mib,
+            duration,
+            reset_policy,
+            pin_node,
+            unpin,
+            unpin_after,
+            hold,
+        })?,
         Workload::Touch { mib, cpu, hold } => {
             if let Some(cpu) = cpu {
                 pin::pin_self(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;

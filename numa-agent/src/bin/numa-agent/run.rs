@@ -9,6 +9,7 @@ use anyhow::{Context as _, bail};
 use aya::maps::{MapData, RingBuf};
 use numa_agent::{
     access::{self, AccessThreshold, AccessWindows, WorkloadAccess, window_verdict},
+    balancing::{self, BalancingCollector, HintFaultReporter},
     cgroup::IdPaths,
     errors::NumaAccessError,
     events::{AccessEvent, BootClock, EventWriter, StealEvent},
@@ -19,7 +20,7 @@ use numa_agent::{
     policy::service::{self as policy_service, PolicyService},
     privileges,
     sampled_faults::{SampledCollector, SampledFaults},
-    sensors::{SensorOptions, Sensors, UNAVAILABLE, page_alloc, page_fault, sched_migrate},
+    sensors::{SensorOptions, Sensors, page_alloc, page_fault, sched_migrate},
     steal::{StealClassifier, StealReport},
     topology::{HwlocCheck, Topology, refresh::Refresher},
     tracefs::Tracefs,
@@ -91,13 +92,20 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     )
     .context("loading the eBPF sensors")?;
     for p in &sensors.probes {
-        log::info!(
-            "attached {} as {} ({})",
-            p.probe.label(),
-            p.variant,
-            p.target
-        );
+        match &p.unavailable {
+            None => log::info!(
+                "attached {} as {} ({})",
+                p.probe.label(),
+                p.variant,
+                p.target
+            ),
+            Some(why) => log::warn!("{} unavailable ({}): {why}", p.probe.label(), p.target),
+        }
     }
+    let (level, text) = balancing::mode_message(
+        numa_agent::sensors::balancing::numa_balancing_mode(&args.proc_root),
+    );
+    log::log!(level, "{text}");
     if let Some(logger) = sensors.logger.take() {
         tokio::spawn(forward_ebpf_logs(logger));
     }
@@ -120,7 +128,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     let sampled = sensors
         .probes
         .iter()
-        .any(|p| p.probe == numa_common::Probe::PageFaultUser && p.variant != UNAVAILABLE)
+        .any(|p| p.probe == numa_common::Probe::PageFaultUser && p.is_active())
         .then(SampledFaults::default);
     if let Some(s) = &sampled {
         metrics
@@ -134,6 +142,16 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             ))
             .context("registering sampled-fault metrics")?;
     }
+    metrics
+        .register(Box::new(
+            BalancingCollector::new(
+                sensors.balancing.clone(),
+                topology.nodes.iter().map(|n| n.id).collect(),
+                &args.proc_root,
+            )
+            .context("registering NUMA-balancing metrics")?,
+        ))
+        .context("registering NUMA-balancing metrics")?;
 
     // Policy engine (issue 6): only with --policy.
     let policy = if args.policy.is_empty() {
@@ -234,6 +252,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     let mut access_tick = tokio::time::interval(args.access_window);
     access_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut windows = AccessWindows::default();
+    let mut hint_faults = HintFaultReporter::default();
     let threshold = AccessThreshold {
         max_cross_access: args.max_cross_access,
         min_pages: args.min_access_pages,
@@ -282,6 +301,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                         pipeline.report_access(&report, args.access_window)?;
                     }
                 }
+                pipeline.report_hint_faults(&sensors, &mut hint_faults)?;
             }
             _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
@@ -295,6 +315,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     }
 
     pipeline.metrics.set_ready(false);
+    pipeline.report_hint_faults(&sensors, &mut hint_faults)?;
     // Detach first so nothing new arrives, then read what is left: no record lost.
     drop(sensors);
     let mut ring = ring.into_inner();
@@ -451,6 +472,37 @@ impl Pipeline<'_> {
         if let Some(file) = &mut self.file {
             file.write(&event)
                 .context("writing events to --events-file")?;
+        }
+        Ok(())
+    }
+
+    /// Per-process hinting-fault records (only with fentry on task_numa_fault and an
+    /// event stream); the agent's own process is never reported.
+    fn report_hint_faults(
+        &mut self,
+        sensors: &Sensors,
+        reporter: &mut HintFaultReporter,
+    ) -> anyhow::Result<()> {
+        let Some(map) = &sensors.task_hint_faults else {
+            return Ok(());
+        };
+        if self.writer.is_none() && self.file.is_none() {
+            return Ok(());
+        }
+        let counts = numa_agent::sensors::balancing::read_task_hint_faults(map)
+            .context("reading per-process hinting faults")?;
+        let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
+        for record in reporter.changed(counts, &now, &self.proc_root) {
+            if let Some(writer) = &mut self.writer {
+                writer.write(&record).context("writing events to stdout")?;
+            }
+            if let Some(file) = &mut self.file {
+                file.write(&record)
+                    .context("writing events to --events-file")?;
+            }
+        }
+        if let Some(writer) = &mut self.writer {
+            writer.flush().context("writing events to stdout")?;
         }
         Ok(())
     }
