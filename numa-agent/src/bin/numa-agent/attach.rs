@@ -54,7 +54,7 @@ pub fn attach(args: AttachArgs) -> anyhow::Result<()> {
     if let Some(message) = privileges::check_tracing() {
         bail!(message);
     }
-    let proc_root = args.proc_root.clone();
+    let proc_root = args.host.proc_root.clone();
     let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
     let t = &args.target;
     let target = if let Some(pid) = t.pid {
@@ -69,13 +69,13 @@ pub fn attach(args: AttachArgs) -> anyhow::Result<()> {
         bail!("give one of --pid, --comm, --cgroup, --container");
     };
 
-    let topology = Topology::from_sysfs(&args.sysfs_root).with_context(|| {
+    let topology = Topology::from_sysfs(&args.host.sysfs_root).with_context(|| {
         format!(
             "reading the NUMA topology under {}",
-            args.sysfs_root.display()
+            args.host.sysfs_root.display()
         )
     })?;
-    let tracefs = match &args.tracefs {
+    let tracefs = match &args.host.tracefs {
         Some(dir) => Tracefs::at(dir),
         None => Tracefs::discover().context("locating tracefs")?,
     };
@@ -84,7 +84,7 @@ pub fn attach(args: AttachArgs) -> anyhow::Result<()> {
     let (mut sensors, mut ring) = Sensors::load(
         &topology,
         &tracefs,
-        &args.sysfs_root,
+        &args.host.sysfs_root,
         &proc_root,
         &attribution,
     )

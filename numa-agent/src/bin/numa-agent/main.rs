@@ -154,7 +154,16 @@ struct AttachArgs {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
 
-    /// As `run --sysfs-root`: where the NUMA topology is read (or a declared split).
+    #[command(flatten)]
+    host: HostPaths,
+}
+
+/// Where the agent reads the machine: shared by `run` and `attach`.
+#[derive(Debug, clap::Args)]
+struct HostPaths {
+    /// Read the NUMA topology (devices/system/node) under this directory instead of
+    /// /sys: `/host/sys` in a container, or a fixture tree that declares a node split.
+    /// Kernel events stay real; only the cpu->node map changes.
     #[arg(
         long,
         value_name = "DIR",
@@ -163,7 +172,9 @@ struct AttachArgs {
     )]
     sysfs_root: PathBuf,
 
-    /// As `run --proc-root`.
+    /// Resolve thread ids under this proc mount (`/host/proc` in a container). It must
+    /// show the host's pid namespace (the kernel reports host pids): the agent refuses
+    /// to start otherwise.
     #[arg(
         long,
         value_name = "DIR",
@@ -172,7 +183,8 @@ struct AttachArgs {
     )]
     proc_root: PathBuf,
 
-    /// As `run --tracefs`.
+    /// Use tracefs at this path instead of finding it in /proc/mounts (and mounting
+    /// it on /sys/kernel/tracing when absent).
     #[arg(long, value_name = "DIR")]
     tracefs: Option<PathBuf>,
 }
@@ -214,32 +226,8 @@ struct RunArgs {
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = EventsFormat::None)]
     events: EventsFormat,
 
-    /// Read the NUMA topology (devices/system/node) under this directory instead of
-    /// /sys: `/host/sys` in a container, or a fixture tree that declares a node split.
-    /// Kernel events stay real; only the cpu->node map changes.
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = "/sys",
-        env = "NUMA_SYSFS_ROOT"
-    )]
-    sysfs_root: PathBuf,
-
-    /// Resolve thread ids under this proc mount (`/host/proc` in a container). It must
-    /// show the host's pid namespace (the kernel reports host pids): the agent refuses
-    /// to start otherwise.
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = "/proc",
-        env = "NUMA_PROC_ROOT"
-    )]
-    proc_root: PathBuf,
-
-    /// Use tracefs at this path instead of finding it in /proc/mounts (and mounting
-    /// it on /sys/kernel/tracing when absent).
-    #[arg(long, value_name = "DIR")]
-    tracefs: Option<PathBuf>,
+    #[command(flatten)]
+    host: HostPaths,
 
     /// Length of the window over which each workload's cross-node memory ratio is
     /// computed, e.g. `5s`, `500ms`.

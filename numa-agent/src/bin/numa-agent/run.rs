@@ -52,7 +52,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         bail!(message);
     }
     let loaded = Topology::load(
-        &args.sysfs_root,
+        &args.host.sysfs_root,
         &HwlocCheck::On {
             helper: std::env::current_exe().ok(),
         },
@@ -60,7 +60,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     .with_context(|| {
         format!(
             "reading the NUMA topology under {}",
-            args.sysfs_root.display()
+            args.host.sysfs_root.display()
         )
     })?;
     for w in loaded.warnings() {
@@ -73,17 +73,17 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         topology.nodes.len(),
         topology.possible_cpus
     );
-    let tracefs = match &args.tracefs {
+    let tracefs = match &args.host.tracefs {
         Some(dir) => Tracefs::at(dir),
         None => Tracefs::discover().context("locating tracefs")?,
     };
-    let attribution =
-        workload::attribution_setup(&args.proc_root).context("setting up workload attribution")?;
+    let attribution = workload::attribution_setup(&args.host.proc_root)
+        .context("setting up workload attribution")?;
     let (mut sensors, ring) = Sensors::load_with(
         &topology,
         &tracefs,
-        &args.sysfs_root,
-        &args.proc_root,
+        &args.host.sysfs_root,
+        &args.host.proc_root,
         &attribution,
         SensorOptions {
             fault_sample_rate: (args.fault_sample_rate > 0).then_some(args.fault_sample_rate),
@@ -103,7 +103,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     let (level, text) = balancing::mode_message(
-        numa_agent::sensors::balancing::numa_balancing_mode(&args.proc_root),
+        numa_agent::sensors::balancing::numa_balancing_mode(&args.host.proc_root),
     );
     log::log!(level, "{text}");
     if let Some(logger) = sensors.logger.take() {
@@ -147,7 +147,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             BalancingCollector::new(
                 sensors.balancing.clone(),
                 topology.nodes.iter().map(|n| n.id).collect(),
-                &args.proc_root,
+                &args.host.proc_root,
             )
             .context("registering NUMA-balancing metrics")?,
         ))
@@ -159,8 +159,8 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     } else {
         let svc = PolicyService::start(
             args.policy.clone(),
-            &args.sysfs_root,
-            args.proc_root.clone(),
+            &args.host.sysfs_root,
+            args.host.proc_root.clone(),
             &topology,
             metrics.registry(),
             args.audit_log.as_ref(),
@@ -218,20 +218,20 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     );
 
     let mut pipeline = Pipeline {
-        classifier: StealClassifier::new(args.proc_root.clone())
+        classifier: StealClassifier::new(args.host.proc_root.clone())
             .with_self_tgid(attribution.agent_tgid),
-        proc_root: args.proc_root.clone(),
+        proc_root: args.host.proc_root.clone(),
         agent_tgid: attribution.agent_tgid,
         resolver: WorkloadResolver::new(
             IdPaths::new(attribution.tracked.clone()),
-            args.proc_root.clone(),
+            args.host.proc_root.clone(),
         ),
         workloads: workload_metrics,
         clock: BootClock::new(),
         metrics,
         topology,
         policy: policy.clone(),
-        refresher: Refresher::new(args.sysfs_root.clone(), Refresher::DEFAULT_INTERVAL),
+        refresher: Refresher::new(args.host.sysfs_root.clone(), Refresher::DEFAULT_INTERVAL),
         refreshed: false,
         sampled,
         writer: (args.events == EventsFormat::Json)
