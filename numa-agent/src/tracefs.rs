@@ -362,12 +362,19 @@ fn parse_field(line: &str, common: bool) -> Result<Field, String> {
     })
 }
 
+/// Real format files from ../shared/fixtures/tracefs (read-only, never written), for
+/// every probe's offset tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod fixtures {
+    use std::{fs, path::Path};
 
-    /// Real format files from ../shared/fixtures/tracefs (read-only, never written).
-    fn shared_fixture(kernel: &str, file: &str) -> (String, String) {
+    use super::EventFormat;
+
+    /// The kernels whose format files the fixtures hold.
+    pub const KERNELS: [&str; 3] = ["linux-6.1-debian", "linux-6.12-debian", "linux-6.18"];
+
+    /// The text of `<kernel>/<file>` and the path it was read from.
+    pub fn text(kernel: &str, file: &str) -> (String, String) {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../shared/fixtures/tracefs")
             .join(kernel)
@@ -376,6 +383,17 @@ mod tests {
             .unwrap_or_else(|e| panic!("fixture {} unreadable: {e}", path.display()));
         (text, path.display().to_string())
     }
+
+    /// `<kernel>/<file>` parsed.
+    pub fn format(kernel: &str, file: &str) -> EventFormat {
+        let (text, source) = text(kernel, file);
+        EventFormat::parse(&text, &source).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{fixtures::text as shared_fixture, *};
 
     fn migrate_format(kernel: &str) -> EventFormat {
         let (text, source) = shared_fixture(kernel, "sched__sched_migrate_task.format");

@@ -533,20 +533,9 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
 
-    const KERNELS: [&str; 3] = ["linux-6.1-debian", "linux-6.12-debian", "linux-6.18"];
-
-    fn format(kernel: &str, file: &str) -> EventFormat {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures/tracefs")
-            .join(kernel)
-            .join(file);
-        let text = std::fs::read_to_string(&path).expect("fixture");
-        EventFormat::parse(&text, &path.display().to_string()).expect("parses")
-    }
+    use crate::tracefs::fixtures::{KERNELS, format};
 
     #[test]
     fn node_offsets_on_every_fixture_kernel() {

@@ -49,19 +49,12 @@ pub fn read_workload_allocs(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
 
     #[test]
     fn offsets_on_every_fixture_kernel() {
-        for kernel in ["linux-6.1-debian", "linux-6.12-debian", "linux-6.18"] {
-            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/fixtures/tracefs")
-                .join(kernel)
-                .join("kmem__mm_page_alloc.format");
-            let text = std::fs::read_to_string(&path).expect("fixture");
-            let f = EventFormat::parse(&text, kernel).expect("parses");
+        for kernel in crate::tracefs::fixtures::KERNELS {
+            let f = crate::tracefs::fixtures::format(kernel, "kmem__mm_page_alloc.format");
             let cfg = config_from_format(&f).expect("config");
             assert_eq!((cfg.pfn_offset, cfg.order_offset), (8, 16), "{kernel}");
         }

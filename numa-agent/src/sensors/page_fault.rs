@@ -73,19 +73,12 @@ pub fn decode(bytes: &[u8]) -> Option<FaultSample> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
 
     #[test]
     fn offsets_on_every_fixture_kernel() {
-        for kernel in ["linux-6.1-debian", "linux-6.12-debian", "linux-6.18"] {
-            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/fixtures/tracefs")
-                .join(kernel)
-                .join("exceptions__page_fault_user.format");
-            let text = std::fs::read_to_string(&path).expect("fixture");
-            let f = EventFormat::parse(&text, kernel).expect("parses");
+        for kernel in crate::tracefs::fixtures::KERNELS {
+            let f = crate::tracefs::fixtures::format(kernel, "exceptions__page_fault_user.format");
             let cfg = config_from_format(&f, 0).expect("config");
             assert_eq!(
                 (cfg.address_offset, cfg.error_code_offset, cfg.sample_rate),

@@ -124,12 +124,7 @@ mod tests {
     use super::*;
 
     fn format(kernel: &str) -> EventFormat {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures/tracefs")
-            .join(kernel)
-            .join("sched__sched_migrate_task.format");
-        let text = std::fs::read_to_string(&path).expect("fixture");
-        EventFormat::parse(&text, "fixture").expect("parses")
+        crate::tracefs::fixtures::format(kernel, "sched__sched_migrate_task.format")
     }
 
     #[test]
