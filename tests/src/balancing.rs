@@ -21,7 +21,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 
-use crate::{agent::Agent, ftrace::tracefs_root};
+use crate::{
+    agent::Agent,
+    ftrace::{self, tracefs_root, write},
+};
 
 /// The vmstat events the agent's counters must match.
 pub const VMSTAT_KEYS: [&str; 5] = [
@@ -148,10 +151,6 @@ pub const DECISION_EVENTS: [(&str, &str); 3] = [
     ("sched_stick_numa", "stick"),
 ];
 
-fn write(path: &Path, text: &str) -> io::Result<()> {
-    fs::write(path, text).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
-}
-
 impl Trace {
     pub fn decisions(name: &str) -> io::Result<Self> {
         let dir = tracefs_root()?.join("instances").join(name);
@@ -184,16 +183,7 @@ impl Trace {
     }
 
     pub fn overruns(&self) -> io::Result<u64> {
-        let mut total = 0;
-        for cpu in fs::read_dir(self.dir.join("per_cpu"))? {
-            let stats = fs::read_to_string(cpu?.path().join("stats"))?;
-            total += stats
-                .lines()
-                .find_map(|l| l.strip_prefix("overrun:"))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-        Ok(total)
+        ftrace::overruns(&self.dir)
     }
 }
 

@@ -24,6 +24,21 @@ pub fn tracefs_root() -> io::Result<PathBuf> {
     Ok(PathBuf::from("/sys/kernel/tracing"))
 }
 
+/// Lines an instance at `dir` dropped for lack of buffer space, summed over CPUs
+/// (`per_cpu/cpuN/stats`, `overrun:`).
+pub fn overruns(dir: &Path) -> io::Result<u64> {
+    let mut total = 0;
+    for cpu in fs::read_dir(dir.join("per_cpu"))? {
+        let stats = fs::read_to_string(cpu?.path().join("stats"))?;
+        total += stats
+            .lines()
+            .find_map(|l| l.strip_prefix("overrun:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(total)
+}
+
 /// One `sched_migrate_task` line of the trace text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MigrateLine {
@@ -36,7 +51,8 @@ pub struct Instance {
     dir: PathBuf,
 }
 
-fn write(path: &Path, text: &str) -> io::Result<()> {
+/// Write a tracefs control file, naming it in the error.
+pub fn write(path: &Path, text: &str) -> io::Result<()> {
     fs::write(path, text).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
@@ -72,18 +88,9 @@ impl Instance {
             .collect())
     }
 
-    /// Lines the kernel dropped for lack of buffer space (`per_cpu/cpuN/stats` overrun).
+    /// Lines the kernel dropped for lack of buffer space.
     pub fn overruns(&self) -> io::Result<u64> {
-        let mut total = 0;
-        for cpu in fs::read_dir(self.dir.join("per_cpu"))? {
-            let stats = fs::read_to_string(cpu?.path().join("stats"))?;
-            total += stats
-                .lines()
-                .find_map(|l| l.strip_prefix("overrun:"))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-        Ok(total)
+        overruns(&self.dir)
     }
 }
 

@@ -224,30 +224,34 @@ struct Kernel {
 
 /// The newest Debian kernel of `series`: `apt-get download`, then `dpkg-deb -x` (no
 /// change to the host), cached under `cache`.
-fn ensure_kernel(series: KernelSeries, cache: &Path) -> Result<Kernel> {
+/// The newest package name of `series` in apt's lists, if any.
+fn newest_kernel_package(series: KernelSeries) -> Result<Option<String>> {
     let listing = Command::new("apt-cache")
         .args(["search", "--names-only", "^linux-image-6"])
         .output()
         .context("apt-cache search")?;
-    let listing = String::from_utf8_lossy(&listing.stdout);
-    let package = listing
+    Ok(String::from_utf8_lossy(&listing.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .filter_map(|p| series.version_of(p).map(|v| (v, p.to_owned())))
         .max()
-        .map(|(_, p)| p);
-    let package = match package {
+        .map(|(_, p)| p))
+}
+
+fn ensure_kernel(series: KernelSeries, cache: &Path) -> Result<Kernel> {
+    // A new machine may have no apt lists yet: update once, then look again.
+    let package = match newest_kernel_package(series)? {
         Some(p) => p,
         None => {
-            run_checked({
-                let mut c = Command::new("apt-get");
-                c.args(["update", "-qq"]);
-                c
-            })?;
-            bail!(
-                "no linux-image package of the {} series in apt; try again after `apt-get update`",
-                series.label()
-            );
+            let mut update = Command::new("apt-get");
+            update.args(["update", "-qq"]);
+            run_checked(update)?;
+            newest_kernel_package(series)?.with_context(|| {
+                format!(
+                    "no linux-image package of the {} series in apt",
+                    series.label()
+                )
+            })?
         }
     };
     let version = package
