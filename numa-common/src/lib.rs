@@ -24,9 +24,21 @@ pub mod maps {
     /// of a thread-group leader (key = tgid) also carries the group's cgroup ids, kept
     /// current by the `cgroup_attach_task` program.
     pub const TASKS: &str = "TASKS";
-    /// `Array<PfnRange>`: physical page-frame ranges of each node, written by the agent;
-    /// the first [`super::PageAllocConfig::range_count`] entries are used.
+    /// `Array<PfnRange>`: physical page-frame ranges of each node, written by the agent
+    /// in two banks of [`super::MAX_PFN_RANGES`] entries; [`PFN_BANK`] says which bank
+    /// the programs scan and how many of its entries are used.
     pub const PFN_RANGES: &str = "PFN_RANGES";
+    /// `Array<PfnBank>` (one entry): the bank of [`PFN_RANGES`] in use. The agent fills
+    /// the other bank and then switches this one entry, so a program never scans a
+    /// half-written table when memory is hot-(un)plugged.
+    pub const PFN_BANK: &str = "PFN_BANK";
+    /// `Array<PageLayout>` (one entry): how a `struct page *` maps to its pfn on this
+    /// kernel, learned by the agent at start; until then the raw page-alloc program
+    /// counts nothing.
+    pub const PAGE_LAYOUT: &str = "PAGE_LAYOUT";
+    /// `Array<PageCalibration>` (one entry): the last page the raw page-alloc program
+    /// saw allocated for the agent's calibrating thread.
+    pub const PAGE_CALIBRATION: &str = "PAGE_CALIBRATION";
     /// `PerCpuArray<u64>`: pages allocated per (CPU node slot, memory node slot), index
     /// `cpu_slot * node_slots + mem_slot`, like [`MIGRATIONS`].
     pub const PAGE_ALLOCS: &str = "PAGE_ALLOCS";
@@ -57,7 +69,11 @@ pub mod maps {
 pub mod programs {
     pub const SCHED_MIGRATE_TASK: &str = "sched_migrate_task";
     pub const TASK_NEWTASK: &str = "task_newtask";
+    /// `kmem:mm_page_alloc` as a classic tracepoint (pfn from the trace record).
     pub const MM_PAGE_ALLOC: &str = "mm_page_alloc";
+    /// The same as a raw tracepoint (pfn from the `struct page *` argument and the
+    /// calibrated [`super::PageLayout`]), tried first: no trace record to fill per page.
+    pub const MM_PAGE_ALLOC_RAW: &str = "mm_page_alloc_raw";
     pub const CGROUP_ATTACH_TASK: &str = "cgroup_attach_task";
     /// `exceptions:page_fault_user` as a BTF-typed raw tracepoint (`tp_btf`), tried first.
     pub const PAGE_FAULT_USER_BTF: &str = "page_fault_user_btf";
@@ -266,13 +282,46 @@ pub struct PageAllocConfig {
     pub order_offset: u32,
     /// As [`MigrateConfig::node_slots`].
     pub node_slots: u32,
-    /// Entries used in [`maps::PFN_RANGES`] (at most [`MAX_PFN_RANGES`]).
-    pub range_count: u32,
     /// As [`MigrateConfig::agent_tgid`]: the agent's own allocations are not counted.
     pub agent_tgid: u32,
-    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<PageAllocConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<PageAllocConfig>() == 16);
+
+/// Value of [`maps::PFN_BANK`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct PfnBank {
+    /// 0 or 1: entries `bank * MAX_PFN_RANGES ..` of [`maps::PFN_RANGES`] are in use.
+    pub bank: u32,
+    /// Entries used in that bank (at most [`MAX_PFN_RANGES`]).
+    pub count: u32,
+}
+const _: () = assert!(core::mem::size_of::<PfnBank>() == 8);
+
+/// Value of [`maps::PAGE_LAYOUT`]: with the kernel's virtual memory map
+/// (CONFIG_SPARSEMEM_VMEMMAP) `struct page`s form one array, so
+/// `pfn = (page - vmemmap) / page_size` (`__page_to_pfn`, include/asm-generic/memory_model.h).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct PageLayout {
+    /// Address of the `struct page` of pfn 0.
+    pub vmemmap: u64,
+    /// `sizeof(struct page)`; 0 while not calibrated.
+    pub page_size: u64,
+}
+const _: () = assert!(core::mem::size_of::<PageLayout>() == 16);
+
+/// Value of [`maps::PAGE_CALIBRATION`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct PageCalibration {
+    /// Thread whose allocations are recorded (0: none).
+    pub tid: u32,
+    pub _pad: u32,
+    /// The `struct page *` of its last allocation.
+    pub page: u64,
+}
+const _: () = assert!(core::mem::size_of::<PageCalibration>() == 16);
 
 /// Capacity of [`maps::PFN_RANGES`]: the program scans it linearly, so the agent merges
 /// contiguous memory blocks of a node into one range first.
@@ -488,6 +537,12 @@ mod pod {
     unsafe impl aya::Pod for super::PageAllocConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PfnRange {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PfnBank {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PageLayout {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PageCalibration {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::AccessKey {}
     // SAFETY: as above.

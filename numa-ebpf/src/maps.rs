@@ -45,7 +45,7 @@ pub fn submit_flags() -> u64 {
 pub static TASKS: LruHashMap<u32, TaskInfo> = LruHashMap::with_max_entries(TASKS_CAPACITY, 0);
 
 #[map(name = "PFN_RANGES")]
-pub static PFN_RANGES: Array<PfnRange> = Array::with_max_entries(MAX_PFN_RANGES, 0);
+pub static PFN_RANGES: Array<PfnRange> = Array::with_max_entries(2 * MAX_PFN_RANGES, 0);
 
 #[map(name = "PAGE_ALLOCS")]
 pub static PAGE_ALLOCS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);

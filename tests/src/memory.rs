@@ -23,10 +23,12 @@ pub fn numa_maps_pages(numa_maps: &str, addr: usize) -> Option<BTreeMap<u32, u64
 
 /// Map `bytes` of anonymous memory without transparent huge pages, write one byte
 /// per page so each is allocated now, and return numa_maps' `N<node>=<pages>` for it
-/// (space-separated). The mapping is left in place: the caller's process holds it.
-pub fn touch_and_locate(bytes: usize) -> io::Result<String> {
+/// (space-separated), and how long the writes took (the page faults, nothing else:
+/// what a benchmark of the fault path compares). The mapping is left in place: the
+/// caller's process holds it.
+pub fn touch_and_locate(bytes: usize) -> io::Result<(String, std::time::Duration)> {
     // SAFETY: a fresh private anonymous mapping; only written within its length.
-    let addr = unsafe {
+    let (addr, elapsed) = unsafe {
         let p = libc::mmap(
             std::ptr::null_mut(),
             bytes,
@@ -41,19 +43,21 @@ pub fn touch_and_locate(bytes: usize) -> io::Result<String> {
         // One page per allocation event, so the count is exact in pages.
         libc::madvise(p, bytes, libc::MADV_NOHUGEPAGE);
         let page = 4096;
+        let start = std::time::Instant::now();
         for off in (0..bytes).step_by(page) {
             std::ptr::write_volatile(p.cast::<u8>().add(off), 1);
         }
-        p as usize
+        (p as usize, start.elapsed())
     };
     let maps = fs::read_to_string("/proc/self/numa_maps")?;
     let pages =
         numa_maps_pages(&maps, addr).ok_or_else(|| io::Error::other("mapping not in numa_maps"))?;
-    Ok(pages
+    let placement = pages
         .iter()
         .map(|(n, p)| format!("N{n}={p}"))
         .collect::<Vec<_>>()
-        .join(" "))
+        .join(" ");
+    Ok((placement, elapsed))
 }
 
 #[cfg(test)]
@@ -71,7 +75,7 @@ mod tests {
 
     #[test]
     fn touching_places_every_page_somewhere() {
-        let placement = touch_and_locate(4 << 20).expect("touch");
+        let (placement, _) = touch_and_locate(4 << 20).expect("touch");
         let total: u64 = placement
             .split_whitespace()
             .filter_map(|f| f.split_once('=')?.1.parse::<u64>().ok())

@@ -114,23 +114,30 @@ fn one_round(
     Ok((after.0.since(before.0), after.1.since(before.1)))
 }
 
-/// The `mm_page_alloc` and `page_fault_user` programs' cost per hit, each next to a
-/// bpftrace counter on the same tracepoint, and the slowdown of a page-fault-heavy
-/// workload (touching 256 MiB page by page) with the agent attached (default
-/// `--fault-sample-rate`, and with the page-fault probe off) vs detached, run
-/// alternately.
+/// Cost per hit of the page-alloc and page-fault programs next to a bpftrace counter
+/// on the same tracepoint, and the slowdown of a page-fault-heavy workload (touching
+/// 256 MiB page by page) with the agent attached vs detached. The workload times its
+/// own write loop (`touch_ns`), so process start-up and the agent's start are not in
+/// the figure; conditions rotate from round to round.
 fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Path) -> Result<()> {
     let touch = || -> Result<Duration> {
-        let start = std::time::Instant::now();
-        let mut cmd = Command::new(workload);
-        cmd.args(["touch", "--mib", "256", "--cpu", "1", "--hold", "0ms"])
-            .stdout(Stdio::null());
-        run_checked(cmd)?;
-        Ok(start.elapsed())
+        let out = Command::new(workload)
+            .args(["touch", "--mib", "256", "--cpu", "1", "--hold", "0ms"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .context("running numa-workload touch")?;
+        let text = String::from_utf8_lossy(&out.stderr);
+        let ns = text
+            .lines()
+            .find_map(|l| l.strip_prefix("touch_ns "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .with_context(|| format!("no touch_ns from numa-workload touch: {text}"))?;
+        Ok(Duration::from_nanos(ns))
     };
     // The machine is shared and noisy: each condition's time is the median of
     // TOUCHES runs, and the order of the conditions rotates from round to round.
-    const TOUCHES: usize = 5;
+    const TOUCHES: usize = 9;
     let median_touch = || -> Result<Duration> {
         let mut t = (0..TOUCHES).map(|_| touch()).collect::<Result<Vec<_>>>()?;
         t.sort();
@@ -139,14 +146,18 @@ fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Pa
     println!();
     println!(
         "page faults: `numa-workload touch --mib 256` (65536 first-touch faults); cost per hit \
-         of mm_page_alloc vs `bpftrace -e '{BPFTRACE_PAGE_ALLOC}'` and of page_fault_user \
-         (default --fault-sample-rate, attach variant as the agent picks it) vs `bpftrace -e \
-         '{BPFTRACE_PAGE_FAULT}'`; wall time detached (A), attached with defaults (B), \
-         attached with --fault-sample-rate 0 (C): each the median of 5 runs, conditions in \
-         rotating order, with kernel.bpf_stats_enabled=0 (it is on only while the cost is read)"
+         of mm_page_alloc (variant as the agent picks it) vs `bpftrace -e '{BPFTRACE_PAGE_ALLOC}'` \
+         and of page_fault_user (default --fault-sample-rate, variant as the agent picks it) vs \
+         `bpftrace -e '{BPFTRACE_PAGE_FAULT}'`, with kernel.bpf_stats_enabled=1 only while the \
+         cost is read"
     );
     println!(
-        "{:>5} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>7} {:>7}",
+        "wall time of the touch loop: detached (A), attached with defaults (B), with \
+         --fault-sample-rate 0 (C), with defaults but the classic mm_page_alloc tracepoint (D); \
+         each the median of {TOUCHES} runs, conditions in rotating order"
+    );
+    println!(
+        "{:>5} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
         "round",
         "alloc n",
         "alloc ns",
@@ -157,8 +168,10 @@ fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Pa
         "A ms",
         "B ms",
         "C ms",
+        "D ms",
         "B/A",
-        "C/A"
+        "C/A",
+        "D/A"
     );
     let start_agent = |extra: &[&str]| {
         spawn_until(
@@ -170,7 +183,13 @@ fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Pa
             Stream::Stderr,
         )
     };
-    let (mut with_faults, mut without) = (Vec::new(), Vec::new());
+    const CONDITIONS: [Option<&[&str]>; 4] = [
+        None,
+        Some(&[]),
+        Some(&["--fault-sample-rate", "0"]),
+        Some(&["--page-alloc-variant", "tracepoint"]),
+    ];
+    let mut ratios: [Vec<f64>; 3] = Default::default();
     for round in 1..=args.rounds.max(5) {
         let mut agent = start_agent(&[])?;
         let mut bpftrace_alloc = spawn_until(
@@ -205,48 +224,48 @@ fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Pa
         let [alloc, alloc_bt, fault, fault_bt] = std::array::from_fn(|i| after[i].since(before[i]));
         stop(&mut agent)?;
         // The slowdown is measured with the agent alone attached (or nothing).
-        let mut times = [Duration::ZERO; 3];
-        for i in 0..3 {
-            let condition = (i + round) % 3;
-            let mut agent = match condition {
-                0 => None,
-                1 => Some(start_agent(&[])?),
-                _ => Some(start_agent(&["--fault-sample-rate", "0"])?),
-            };
+        let mut times = [Duration::ZERO; CONDITIONS.len()];
+        for i in 0..CONDITIONS.len() {
+            let condition = (i + round) % CONDITIONS.len();
+            let mut agent = CONDITIONS[condition].map(start_agent).transpose()?;
             times[condition] = median_touch()?;
             if let Some(a) = &mut agent {
                 stop(a)?;
             }
         }
-        let [detached, attached, no_faults] = times;
-        let b = attached.as_secs_f64() / detached.as_secs_f64();
-        let c = no_faults.as_secs_f64() / detached.as_secs_f64();
-        with_faults.push(b);
-        without.push(c);
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let ratio = |i: usize| times[i].as_secs_f64() / times[0].as_secs_f64();
+        for (i, r) in ratios.iter_mut().enumerate() {
+            r.push(ratio(i + 1));
+        }
         println!(
-            "{round:>5} {:>8} {:>9.1} {:>9.1} {:>8} {:>9.1} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>7.3} {:>7.3}",
+            "{round:>5} {:>8} {:>9.1} {:>9.1} {:>8} {:>9.1} {:>9.1} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>7.3} {:>7.3} {:>7.3}",
             alloc.run_cnt,
             alloc.ns_per_hit(),
             alloc_bt.ns_per_hit(),
             fault.run_cnt,
             fault.ns_per_hit(),
             fault_bt.ns_per_hit(),
-            detached.as_secs_f64() * 1e3,
-            attached.as_secs_f64() * 1e3,
-            no_faults.as_secs_f64() * 1e3,
-            b,
-            c
+            ms(times[0]),
+            ms(times[1]),
+            ms(times[2]),
+            ms(times[3]),
+            ratio(1),
+            ratio(2),
+            ratio(3)
         );
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         (v[v.len() / 2] - 1.0) * 100.0
     };
+    let [b, c, d] = &mut ratios;
     println!(
-        "median slowdown with the agent attached: {:+.1}% (defaults: page-alloc probe and default \
-         --fault-sample-rate), {:+.1}% (page-fault probe off)",
-        median(&mut with_faults),
-        median(&mut without)
+        "median slowdown with the agent attached: {:+.1}% (defaults), {:+.1}% (page-fault probe \
+         off), {:+.1}% (defaults, classic mm_page_alloc tracepoint)",
+        median(b),
+        median(c),
+        median(d)
     );
     Ok(())
 }

@@ -5,6 +5,7 @@
 pub mod balancing;
 pub mod page_alloc;
 pub mod page_fault;
+pub mod page_layout;
 pub mod sched_migrate;
 pub mod task;
 
@@ -16,13 +17,12 @@ use aya::{
     programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint},
 };
 use numa_common::{
-    AccessKey, MAX_PFN_RANGES, NODE_UNKNOWN, PROBE_COUNT, PfnRange, Probe, globals, maps, programs,
+    AccessKey, NODE_UNKNOWN, PROBE_COUNT, PageCalibration, Probe, globals, maps, programs,
 };
 use thiserror::Error;
 
 use crate::{
     cgroup::Tracked,
-    memory_blocks::{MemoryBlocksError, NodePfnRange},
     topology::{NodeId, Topology},
     tracefs::{Tracefs, TracefsError},
 };
@@ -49,7 +49,7 @@ pub enum SensorError {
     #[error(transparent)]
     Tracefs(#[from] TracefsError),
     #[error(transparent)]
-    MemoryBlocks(#[from] MemoryBlocksError),
+    PfnTable(#[from] page_alloc::PfnTableError),
     #[error("loading the eBPF object into the kernel failed")]
     Load(#[source] Box<EbpfError>),
     #[error("eBPF map {name} is missing from the object")]
@@ -60,6 +60,10 @@ pub enum SensorError {
         #[source]
         source: MapError,
     },
+    #[error("struct page layout for the raw mm_page_alloc program")]
+    PageLayout(#[from] page_layout::CalibrationError),
+    #[error("no variant of {probe} was tried: {why}")]
+    NoVariant { probe: &'static str, why: String },
     #[error("eBPF program {name}")]
     Program {
         name: &'static str,
@@ -167,6 +171,8 @@ pub struct SensorOptions {
     /// Only try these page-fault attach variants (labels of [`page_fault::VARIANTS`]),
     /// in their usual order; empty tries all. For tests of each fallback.
     pub fault_variants: Vec<String>,
+    /// The same for the page-allocation probe (labels of [`page_alloc::VARIANTS`]).
+    pub page_alloc_variants: Vec<String>,
 }
 
 /// The loaded programs and their counter maps. Dropping it detaches every program.
@@ -175,6 +181,8 @@ pub struct Sensors {
     pub counters: Arc<KernelCounters>,
     /// Pages per (thread group, CPU node, memory node), read each access window.
     pub workload_allocs: PerCpuHashMap<MapData, AccessKey, u64>,
+    /// Node pfn ranges the page-alloc programs scan; re-read on memory hotplug.
+    pfn_table: page_alloc::PfnTable,
     pub probes: Vec<ProbeStatus>,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// NUMA-balancing counters (each map present only if its probe attached).
@@ -223,12 +231,10 @@ impl Sensors {
         migrate_config.agent_tgid = attribution.agent_tgid;
         let newtask_config =
             task::config_from_format(&tracefs.event_format(task::CATEGORY, task::EVENT)?)?;
-        let pfn_ranges = pfn_ranges(sysfs_root)?;
         let mut page_alloc_config = page_alloc::config_from_format(
             &tracefs.event_format(page_alloc::CATEGORY, page_alloc::EVENT)?,
         )?;
         page_alloc_config.node_slots = node_slots;
-        page_alloc_config.range_count = pfn_ranges.len() as u32;
         page_alloc_config.agent_tgid = attribution.agent_tgid;
         let attach_config = task::attach_config_from_format(
             &tracefs.event_format(task::ATTACH_CATEGORY, task::ATTACH_EVENT)?,
@@ -290,7 +296,11 @@ impl Sensors {
             .map_err(|e| SensorError::Load(Box::new(e)))?;
 
         write_cpu_nodes(&mut ebpf, topology)?;
-        write_pfn_ranges(&mut ebpf, &pfn_ranges)?;
+        let mut pfn_table = page_alloc::PfnTable::new(
+            take(&mut ebpf, maps::PFN_RANGES)?,
+            take(&mut ebpf, maps::PFN_BANK)?,
+        );
+        pfn_table.refresh(sysfs_root)?;
         // Only error paths in the programs log; a failure here costs nothing but those lines.
         let logger = aya_log::EbpfLogger::init(&mut ebpf)
             .inspect_err(|e| log::warn!("eBPF log forwarding unavailable: {e}"))
@@ -333,23 +343,14 @@ impl Sensors {
             sched_migrate::CATEGORY,
             sched_migrate::EVENT,
         )?;
-        attach_tracepoint(
-            &mut ebpf,
-            programs::MM_PAGE_ALLOC,
-            page_alloc::CATEGORY,
-            page_alloc::EVENT,
-        )?;
+        let page_alloc = attach_page_alloc(&mut ebpf, &options.page_alloc_variants)?;
         let mut probes = vec![
             ProbeStatus::attached(
                 Probe::SchedMigrateTask,
                 "tracepoint",
                 format!("{}:{}", sched_migrate::CATEGORY, sched_migrate::EVENT),
             ),
-            ProbeStatus::attached(
-                Probe::MmPageAlloc,
-                "tracepoint",
-                format!("{}:{}", page_alloc::CATEGORY, page_alloc::EVENT),
-            ),
+            page_alloc,
         ];
         match fault_config {
             None => {}
@@ -385,6 +386,7 @@ impl Sensors {
             _ebpf: ebpf,
             counters,
             workload_allocs,
+            pfn_table,
             probes,
             logger,
             balancing: balancing.counters,
@@ -443,6 +445,89 @@ fn attach_tracepoint(
 /// libbpf-tools numamove.c does the same with fentry/kprobe): `tp_btf` needs kernel
 /// BTF, `raw_tracepoint` needs nothing but the tracepoint, the classic tracepoint is
 /// the last resort. Each failure is logged with its reason.
+/// The first page-alloc variant that attaches (and, for the raw one, calibrates), or
+/// the classic tracepoint's error: without this probe there is no page placement.
+fn attach_page_alloc(ebpf: &mut Ebpf, only: &[String]) -> Result<ProbeStatus, SensorError> {
+    let mut why = Vec::new();
+    let mut last_error = None;
+    for (variant, name) in page_alloc::VARIANTS {
+        if !only.is_empty() && !only.iter().any(|v| v == variant) {
+            why.push(format!("{variant}: not requested"));
+            continue;
+        }
+        let attached = match variant {
+            "raw_tracepoint" => attach_raw(ebpf, name, page_alloc::EVENT).and_then(|()| {
+                calibrate_page_layout(ebpf).inspect_err(|_| {
+                    // Leave nothing attached that counts nothing.
+                    if let Some(Ok(p)) = ebpf.program_mut(name).map(<&mut RawTracePoint>::try_from)
+                    {
+                        let _ = p.unload();
+                    }
+                })
+            }),
+            _ => attach_tracepoint(ebpf, name, page_alloc::CATEGORY, page_alloc::EVENT),
+        };
+        match attached {
+            Ok(()) => {
+                let target = match variant {
+                    "raw_tracepoint" => page_alloc::EVENT.to_owned(),
+                    _ => format!("{}:{}", page_alloc::CATEGORY, page_alloc::EVENT),
+                };
+                if !why.is_empty() {
+                    log::info!("mm_page_alloc as {variant} ({})", why.join("; "));
+                }
+                return Ok(ProbeStatus::attached(Probe::MmPageAlloc, variant, target));
+            }
+            Err(e) => {
+                let text = error_chain(&e);
+                log::info!("mm_page_alloc as {variant}: {text}; trying the next variant");
+                why.push(format!("{variant}: {text}"));
+                last_error = Some(e);
+            }
+        }
+    }
+    Err(last_error.unwrap_or(SensorError::NoVariant {
+        probe: "mm_page_alloc",
+        why: why.join("; "),
+    }))
+}
+
+/// Learn the `struct page` layout with the raw program attached and hand it to the
+/// program (numa-common `maps::PAGE_LAYOUT`); until then it counts nothing.
+fn calibrate_page_layout(ebpf: &mut Ebpf) -> Result<(), SensorError> {
+    let layout = {
+        let map = ebpf
+            .map_mut(maps::PAGE_CALIBRATION)
+            .ok_or(SensorError::MissingMap {
+                name: maps::PAGE_CALIBRATION,
+            })?;
+        let mut slot: Array<&mut MapData, PageCalibration> =
+            Array::try_from(map).map_err(|source| SensorError::Map {
+                name: maps::PAGE_CALIBRATION,
+                source,
+            })?;
+        page_layout::calibrate(&mut slot)?
+    };
+    log::info!(
+        "struct page layout: vmemmap at {:#x}, {} bytes per page (checked against \
+         /proc/self/pagemap)",
+        layout.vmemmap,
+        layout.page_size
+    );
+    let map_err = |source| SensorError::Map {
+        name: maps::PAGE_LAYOUT,
+        source,
+    };
+    let map = ebpf
+        .map_mut(maps::PAGE_LAYOUT)
+        .ok_or(SensorError::MissingMap {
+            name: maps::PAGE_LAYOUT,
+        })?;
+    let mut array: Array<&mut MapData, numa_common::PageLayout> =
+        Array::try_from(map).map_err(map_err)?;
+    array.set(0, layout, 0).map_err(map_err)
+}
+
 fn attach_page_fault(ebpf: &mut Ebpf, only: &[String]) -> ProbeStatus {
     let mut why = Vec::new();
     for (variant, name) in page_fault::VARIANTS {
@@ -540,6 +625,16 @@ where
 }
 
 impl Sensors {
+    /// Re-read the node pfn ranges under `sysfs_root` (memory hot-added, removed or
+    /// moved between nodes) and switch the programs to them if they changed. Returns
+    /// the new ranges' count when they did.
+    pub fn refresh_memory_ranges(
+        &mut self,
+        sysfs_root: &Path,
+    ) -> Result<Option<usize>, page_alloc::PfnTableError> {
+        self.pfn_table.refresh(sysfs_root)
+    }
+
     /// Rewrite the cpu->node map from a re-read topology (a CPU turned up in no node).
     /// Node ids above the one the maps were sized for stay counted as unknown until
     /// the agent restarts.
@@ -572,48 +667,6 @@ fn write_cpu_nodes(ebpf: &mut Ebpf, topology: &Topology) -> Result<(), SensorErr
     // CPUs the topology does not list keep NODE_UNKNOWN rather than the array's 0.
     for cpu in topology.possible_cpus.min(capacity)..capacity {
         cpu_node.set(cpu, NODE_UNKNOWN, 0).map_err(map_err)?;
-    }
-    Ok(())
-}
-
-/// Node pfn ranges under `sysfs_root`, at most as many as the program scans.
-fn pfn_ranges(sysfs_root: &Path) -> Result<Vec<NodePfnRange>, SensorError> {
-    let ranges = crate::memory_blocks::node_pfn_ranges(sysfs_root)?;
-    if ranges.is_empty() {
-        log::warn!(
-            "no memory blocks under {}: page placement is reported as node `unknown`",
-            sysfs_root.display()
-        );
-    }
-    if ranges.len() > MAX_PFN_RANGES as usize {
-        log::warn!(
-            "{} node memory ranges, more than the {MAX_PFN_RANGES} the probe scans: pages past \
-             them count as node `unknown`",
-            ranges.len()
-        );
-    }
-    Ok(ranges.into_iter().take(MAX_PFN_RANGES as usize).collect())
-}
-
-fn write_pfn_ranges(ebpf: &mut Ebpf, ranges: &[NodePfnRange]) -> Result<(), SensorError> {
-    let map_err = |source| SensorError::Map {
-        name: maps::PFN_RANGES,
-        source,
-    };
-    let map = ebpf
-        .map_mut(maps::PFN_RANGES)
-        .ok_or(SensorError::MissingMap {
-            name: maps::PFN_RANGES,
-        })?;
-    let mut array: Array<&mut MapData, PfnRange> = Array::try_from(map).map_err(map_err)?;
-    for (i, r) in ranges.iter().enumerate() {
-        let range = PfnRange {
-            start_pfn: r.start_pfn,
-            end_pfn: r.end_pfn,
-            node: r.node,
-            _pad: 0,
-        };
-        array.set(i as u32, range, 0).map_err(map_err)?;
     }
     Ok(())
 }

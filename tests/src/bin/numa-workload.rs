@@ -146,7 +146,8 @@ fn main() -> anyhow::Result<()> {
             if let Some(cpu) = cpu {
                 pin::pin_self(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;
             }
-            let placement = numa_tests::memory::touch_and_locate(mib << 20)?;
+            let (placement, elapsed) = numa_tests::memory::touch_and_locate(mib << 20)?;
+            eprintln!("touch_ns {}", elapsed.as_nanos());
             println!("pid {} numa_maps {placement}", std::process::id());
             io::stdout().flush()?;
             thread::sleep(hold);

@@ -257,6 +257,12 @@ struct RunArgs {
           value_parser = ["tp_btf", "raw_tracepoint", "tracepoint"])]
     fault_variant: Vec<String>,
 
+    /// Internal (tests): try only these page-allocation attach variants
+    /// (`raw_tracepoint`, `tracepoint`); the default tries both, cheapest first.
+    #[arg(long, value_name = "VARIANT", hide = true,
+          value_parser = ["raw_tracepoint", "tracepoint"])]
+    page_alloc_variant: Vec<String>,
+
     /// Windows decided by sampled faults need at least this many resolved samples.
     #[arg(long, value_name = "SAMPLES", default_value_t = 16)]
     min_access_samples: u64,

@@ -88,6 +88,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         SensorOptions {
             fault_sample_rate: (args.fault_sample_rate > 0).then_some(args.fault_sample_rate),
             fault_variants: args.fault_variant.clone(),
+            page_alloc_variants: args.page_alloc_variant.clone(),
         },
     )
     .context("loading the eBPF sensors")?;
@@ -266,6 +267,18 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             }
             _ = tick.tick() => pipeline.drain(ring.get_mut())?,
             _ = access_tick.tick() => {
+                // Memory hot-added or removed since the last window: pages from now on
+                // are placed with the new ranges (memory blocks in sysfs).
+                match sensors.refresh_memory_ranges(&args.host.sysfs_root) {
+                    Ok(Some(n)) => log::info!(
+                        "node memory ranges changed: the page-alloc probe now scans {n} range(s)"
+                    ),
+                    Ok(None) => {}
+                    Err(e) => log::warn!(
+                        "re-reading node memory ranges, keeping the previous ones: {}",
+                        anyhow::Error::from(e)
+                    ),
+                }
                 let counts = page_alloc::read_workload_allocs(&sensors.workload_allocs)
                     .context("reading per-workload page counts")?;
                 let sampled = pipeline
