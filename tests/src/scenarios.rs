@@ -345,5 +345,13 @@ pub fn access_placement(
             }
         }
     }
+    // Which page-alloc variant did the counting (the agent logs the one that won).
+    if let Some(line) = stopped
+        .stderr
+        .iter()
+        .find(|l| l.contains("attached mm_page_alloc as"))
+    {
+        report.push(line.clone());
+    }
     Ok(report.join("; "))
 }

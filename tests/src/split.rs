@@ -27,19 +27,35 @@ fn write(path: &Path, text: &str) -> io::Result<()> {
 /// allocates is remote.
 pub fn two_nodes_with_host_memory_on_node0() -> io::Result<TempDir> {
     let dir = two_nodes()?;
+    declare_host_memory(dir.path(), Some(0))?;
+    Ok(dir)
+}
+
+/// Declare this host's memory blocks on `node` in the split at `root` (hot-add), or
+/// on no node (`None`: hot-remove). The block size file is written either way, so
+/// the tree always says memory blocks exist.
+pub fn declare_host_memory(root: &Path, node: Option<u32>) -> io::Result<()> {
     let block_size = fs::read_to_string("/sys/devices/system/memory/block_size_bytes")?;
     write(
-        &dir.path().join("devices/system/memory/block_size_bytes"),
+        &root.join("devices/system/memory/block_size_bytes"),
         &block_size,
     )?;
     for entry in fs::read_dir("/sys/devices/system/node/node0")? {
         let name = entry?.file_name();
-        if name
+        if !name
             .to_str()
             .is_some_and(|n| n.starts_with("memory") && n[6..].parse::<u64>().is_ok())
         {
-            write(&dir.path().join("devices/system/node/node0").join(name), "")?;
+            continue;
+        }
+        for n in 0..2 {
+            let path = root.join(format!("devices/system/node/node{n}")).join(&name);
+            if node == Some(n) {
+                write(&path, "")?;
+            } else if path.exists() {
+                fs::remove_file(&path)?;
+            }
         }
     }
-    Ok(dir)
+    Ok(())
 }

@@ -1,20 +1,31 @@
 //! Remote memory placement seen by the kmem:mm_page_alloc probe on the real kernel,
 //! with a declared split: node0 = CPU 0 and all of this host's memory blocks,
 //! node1 = CPU 1 and no memory. A workload on CPU 1 places everything remotely.
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, ensure};
 use numa_tests::{
+    agent::{Agent, sample},
     require_privileges,
-    scenarios::{self, AccessCase},
+    scenarios::{self, AccessCase, TOUCH_MIB},
     split,
 };
 
+fn workload_bin() -> String {
+    std::env::var("NUMA_WORKLOAD_BIN").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug/numa-workload").to_owned()
+    })
+}
+
+/// Both attach variants of the page-alloc probe: the raw tracepoint (pfn computed from
+/// the page pointer with the calibrated layout) and the classic one (pfn from the
+/// kernel's trace record) must each see the placement numa_maps shows.
 #[test]
 fn remote_placement_is_reported_and_local_is_not() {
     require_privileges!();
     let split = split::two_nodes_with_host_memory_on_node0().expect("declared split");
     let root = split.path().to_str().expect("utf-8 path");
-    let workload = std::env::var("NUMA_WORKLOAD_BIN").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug/numa-workload").to_owned()
-    });
+    let workload = workload_bin();
     let case = |label: &str, cpu: &str, remote| AccessCase {
         label: label.to_owned(),
         command: vec![
@@ -27,14 +38,92 @@ fn remote_placement_is_reported_and_local_is_not() {
         ],
         remote,
     };
-    let report = scenarios::access_placement(
-        &["--sysfs-root", root],
+    for variant in ["raw_tracepoint", "tracepoint"] {
+        let report = scenarios::access_placement(
+            &["--sysfs-root", root, "--page-alloc-variant", variant],
+            root,
+            &[
+                case("remote (CPU 1, memory on node 0)", "1", Some((1, 0))),
+                case("local (CPU 0)", "0", None),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{variant}: {e:#}"));
+        eprintln!("{variant}: {report}");
+        assert!(
+            report.contains(&format!("attached mm_page_alloc as {variant}")),
+            "{variant} was not the variant that counted: {report}"
+        );
+    }
+}
+
+/// Memory hot-added to node0 (its blocks appear under the node in sysfs) while the
+/// agent runs: pages that were of unknown node are placed on node0 from the next
+/// access window on, and back to unknown after a hot-remove. The fixture tree stands
+/// in for the kernel's memory-block sysfs; the pages and their pfns are real.
+#[test]
+fn memory_hotplug_moves_placement_with_the_next_window() {
+    require_privileges!();
+    let split = split::two_nodes().expect("declared split");
+    split::declare_host_memory(split.path(), None).expect("no memory on any node");
+    let root = split.path().to_str().expect("utf-8 path");
+    let agent = Agent::start(&[
+        "run",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--access-window",
+        "300ms",
+        "--sysfs-root",
         root,
-        &[
-            case("remote (CPU 1, memory on node 0)", "1", Some((1, 0))),
-            case("local (CPU 0)", "0", None),
-        ],
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    eprintln!("{report}");
+    ])
+    .expect("agent");
+    let result = (|| -> Result<Vec<String>> {
+        let pages = (TOUCH_MIB << 20) as f64 / 4096.0;
+        let mut report = Vec::new();
+        for (step, node) in [("before", None), ("hot-added", Some(0)), ("hot-removed", None)] {
+            split::declare_host_memory(split.path(), node)?;
+            let label = node.map_or("unknown".to_owned(), |n| n.to_string());
+            let series = format!("numa_memory_accesses_total{{cpu_node=\"1\",mem_node=\"{label}\"}}");
+            // Two windows: the agent re-reads the ranges at each window start.
+            std::thread::sleep(Duration::from_millis(700));
+            let before = sample(&agent.http_get("/metrics")?, &series).unwrap_or(0.0);
+            touch_on_cpu1()?;
+            // A CPU's last run of pages is written after 256 pages or a key change.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let counted = loop {
+                let now = sample(&agent.http_get("/metrics")?, &series).unwrap_or(0.0) - before;
+                if now >= pages * 0.9 || Instant::now() > deadline {
+                    break now;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            ensure!(
+                counted >= pages * 0.9,
+                "{step}: {series} grew by {counted}, want >= 90% of {pages} pages"
+            );
+            report.push(format!("{step}: {series} +{counted}"));
+        }
+        Ok(report)
+    })();
+    let stopped = agent.stop().expect("stop");
+    let report = result.unwrap_or_else(|e| panic!("{e:#}\n{}", stopped.stderr.join("\n")));
+    let changes = stopped
+        .stderr
+        .iter()
+        .filter(|l| l.contains("node memory ranges changed"))
+        .count();
+    assert_eq!(changes, 2, "one change per hotplug step: {:?}", stopped.stderr);
+    eprintln!("{}", report.join("; "));
+}
+
+fn touch_on_cpu1() -> Result<()> {
+    let out = std::process::Command::new(workload_bin())
+        .args(["touch", "--cpu", "1", "--hold", "0ms"])
+        .output()
+        .context("running numa-workload touch")?;
+    ensure!(
+        out.status.success(),
+        "touch failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }
