@@ -351,15 +351,6 @@ pub struct AccessKey {
 }
 const _: () = assert!(core::mem::size_of::<AccessKey>() == 16);
 
-/// A CPU's run of pages not yet added to [`maps::WORKLOAD_ALLOCS`] (kernel-only).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[repr(C)]
-pub struct PendingAlloc {
-    pub key: AccessKey,
-    pub pages: u64,
-}
-const _: () = assert!(core::mem::size_of::<PendingAlloc>() == 24);
-
 /// Capacity of [`maps::WORKLOAD_ALLOCS`].
 pub const WORKLOAD_ALLOCS_CAPACITY: u32 = 16_384;
 

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use numa_common::{
     AccessKey, HintFaultCounts, MAX_PFN_RANGES, MIGRATE_REASON_SLOTS, NODE_UNKNOWN, PROBE_COUNT,
-    PendingAlloc, PfnRange, Probe, TASK_HINT_FAULTS_CAPACITY, TASKS_CAPACITY, TaskInfo,
+    PfnRange, Probe, TASK_HINT_FAULTS_CAPACITY, TASKS_CAPACITY, TaskInfo,
     WORKLOAD_ALLOCS_CAPACITY,
 };
 
@@ -53,10 +53,6 @@ pub static PAGE_ALLOCS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "WORKLOAD_ALLOCS")]
 pub static WORKLOAD_ALLOCS: LruPerCpuHashMap<AccessKey, u64> =
     LruPerCpuHashMap::with_max_entries(WORKLOAD_ALLOCS_CAPACITY, 0);
-
-/// One slot per CPU: the run of pages the page-alloc program is gathering.
-#[map(name = "PENDING_ALLOCS")]
-pub static PENDING_ALLOCS: PerCpuArray<PendingAlloc> = PerCpuArray::with_max_entries(1, 0);
 
 /// Sized by the agent: kinds x node slots x node slots.
 #[map(name = "NUMA_BALANCING")]

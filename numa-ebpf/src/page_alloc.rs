@@ -10,7 +10,7 @@
 //! - `mm_page_alloc_raw`, a raw tracepoint on the prototype (include/trace/events/kmem.h,
 //!   6.1 to 6.18 alike)
 //!   `TP_PROTO(struct page *page, unsigned int order, gfp_t gfp_flags, int migratetype)`:
-//!   the pfn is `(page - vmemmap) / sizeof(struct page)` with the [`PageLayout`] the
+//!   the pfn is `(page - vmemmap) / sizeof(struct page)` with the `PageLayout` the
 //!   agent calibrated against `/proc/self/pagemap`. No trace record is filled, which on
 //!   a page-fault-heavy workload is most of the classic variant's cost.
 //! - `mm_page_alloc`, the classic tracepoint, reading the pfn the kernel computed:
@@ -25,16 +25,16 @@ use aya_ebpf::{
     Global,
     helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id},
     macros::{map, raw_tracepoint, tracepoint},
-    maps::Array,
+    maps::{Array, PerCpuArray},
     programs::{RawTracePointContext, TracePointContext},
 };
 use numa_common::{
     AccessKey, MAX_PFN_RANGES, NODE_UNKNOWN, PageAllocConfig, PageCalibration, PageLayout, PfnBank,
 };
 
-use crate::maps::{PAGE_ALLOCS, PENDING_ALLOCS, PFN_RANGES, WORKLOAD_ALLOCS, bump, node_of, slot};
+use crate::maps::{PAGE_ALLOCS, PFN_RANGES, WORKLOAD_ALLOCS, bump, node_of, slot};
 
-/// Pages gathered in a CPU's pending slot before they are written to WORKLOAD_ALLOCS.
+/// Pages gathered in a CPU's run before they are added to the counter maps.
 const FLUSH_PAGES: u64 = 256;
 
 #[unsafe(no_mangle)]
@@ -54,6 +54,25 @@ static PAGE_LAYOUT: Array<PageLayout> = Array::with_max_entries(1, 0);
 #[map(name = "PAGE_CALIBRATION")]
 static PAGE_CALIBRATION: Array<PageCalibration> = Array::with_max_entries(1, 0);
 
+/// Per CPU, the run of pages being gathered: allocated for one thread group while this
+/// CPU was on `cpu_node`, with page positions in `[lo, hi)`, a stretch of one memory
+/// node (or of no known node). Positions are page pointers for the raw program and
+/// pfns for the classic one; only one of them is ever attached.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct AllocRun {
+    tgid: u32,
+    cpu_node: u32,
+    mem_node: u32,
+    _pad: u32,
+    lo: u64,
+    hi: u64,
+    pages: u64,
+}
+
+#[map(name = "ALLOC_RUNS")]
+static ALLOC_RUNS: PerCpuArray<AllocRun> = PerCpuArray::with_max_entries(1, 0);
+
 /// Orders above this are not page-fault allocations (MAX_PAGE_ORDER is 10 on x86).
 const MAX_ORDER: u32 = 10;
 
@@ -69,14 +88,23 @@ pub fn mm_page_alloc_raw(ctx: RawTracePointContext) -> i32 {
         record_calibration(pid_tgid as u32, page);
         return 0;
     }
-    let Some(layout) = PAGE_LAYOUT.get(0) else {
-        return 0;
-    };
-    if layout.page_size == 0 || page < layout.vmemmap {
-        return 0; // not calibrated yet
-    }
-    let pfn = (page - layout.vmemmap) / layout.page_size;
-    count_pages(&cfg, pid_tgid, pfn, ctx.arg::<u64>(1) as u32);
+    add_pages(&cfg, pid_tgid, page, ctx.arg::<u64>(1) as u32, |page| {
+        let layout = PAGE_LAYOUT.get(0)?;
+        if layout.page_size == 0 || page < layout.vmemmap {
+            return None; // not calibrated yet
+        }
+        let (node, lo, hi) = pfn_stretch((page - layout.vmemmap) / layout.page_size);
+        // Back to page pointers; real pfns are far below 2^52, so only the open end
+        // of the last stretch (u64::MAX) needs care.
+        let at = |pfn: u64| {
+            if pfn == u64::MAX {
+                u64::MAX
+            } else {
+                layout.vmemmap.wrapping_add(pfn.wrapping_mul(layout.page_size))
+            }
+        };
+        Some((node, at(lo), at(hi)))
+    });
     0
 }
 
@@ -93,13 +121,13 @@ pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
             ctx.read_at::<u32>(cfg.order_offset as usize),
         )
     };
-    if let (Ok(pfn), Ok(order)) = fields {
-        if pfn != u64::MAX {
-            // pfn == -1UL: a failed allocation
-            let pid_tgid = bpf_get_current_pid_tgid();
-            if (pid_tgid >> 32) as u32 != cfg.agent_tgid {
-                count_pages(&cfg, pid_tgid, pfn, order);
-            }
+    // pfn == -1UL: a failed allocation.
+    if let (Ok(pfn), Ok(order)) = fields
+        && pfn != u64::MAX
+    {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        if (pid_tgid >> 32) as u32 != cfg.agent_tgid {
+            add_pages(&cfg, pid_tgid, pfn, order, |pfn| Some(pfn_stretch(pfn)));
         }
     }
     0
@@ -118,8 +146,20 @@ fn record_calibration(tid: u32, page: u64) {
     }
 }
 
+/// Count 2^order pages at `position` for the current task. Page faults come in long
+/// runs of one thread group on one CPU touching one node's memory, so the common case
+/// is a compare and an add on this CPU's run; the node lookups (`locate`, which maps a
+/// position to its node and the stretch around it) and the map updates happen once
+/// per run, or every [`FLUSH_PAGES`] pages, which also picks up new pfn ranges and
+/// topology. The counter maps therefore lag by at most one run per CPU.
 #[inline(always)]
-fn count_pages(cfg: &PageAllocConfig, pid_tgid: u64, pfn: u64, order: u32) {
+fn add_pages(
+    cfg: &PageAllocConfig,
+    pid_tgid: u64,
+    position: u64,
+    order: u32,
+    locate: impl FnOnce(u64) -> Option<(u32, u64, u64)>,
+) {
     let tgid = (pid_tgid >> 32) as u32;
     // Interrupt-context allocations on the idle task belong to no workload, and
     // garbage orders to no page fault. Kernel threads are counted here and left out by
@@ -127,82 +167,86 @@ fn count_pages(cfg: &PageAllocConfig, pid_tgid: u64, pfn: u64, order: u32) {
     if tgid == 0 || order > MAX_ORDER {
         return;
     }
-    // SAFETY: helper without arguments.
-    let cpu_node = node_of(unsafe { bpf_get_smp_processor_id() });
-    let mem_node = node_of_pfn(pfn);
-    let pages = 1u64 << order;
-
-    let slots = cfg.node_slots;
-    bump(
-        PAGE_ALLOCS.get_ptr_mut(slot(cpu_node, slots) * slots + slot(mem_node, slots)),
-        pages,
-    );
-    add_workload_pages(
-        AccessKey {
-            tgid,
-            cpu_node,
-            mem_node,
-            _pad: 0,
-        },
-        pages,
-    );
-}
-
-/// Page faults come in long runs of the same (tgid, cpu node, memory node) on a CPU,
-/// so pages are summed in a per-CPU slot and written to the hash map only when the key
-/// changes or [`FLUSH_PAGES`] have gathered: one hash update per run instead of one per
-/// page. The agent therefore sees a CPU's last run up to [`FLUSH_PAGES`] pages late.
-#[inline(always)]
-fn add_workload_pages(key: AccessKey, pages: u64) {
-    let Some(pending) = PENDING_ALLOCS.get_ptr_mut(0) else {
+    let Some(run) = ALLOC_RUNS.get_ptr_mut(0) else {
         return;
     };
-    // SAFETY: this CPU's slot; tracepoint programs run with preemption disabled.
-    let pending = unsafe { &mut *pending };
-    if pending.key == key {
-        pending.pages += pages;
-        if pending.pages < FLUSH_PAGES {
-            return;
-        }
-        let flushed = pending.pages;
-        pending.pages = 0;
-        return flush(key, flushed);
+    // SAFETY: this CPU's slot; tracing programs run with migration disabled and do
+    // not nest on one CPU.
+    let run = unsafe { &mut *run };
+    let pages = 1u64 << order;
+    if run.tgid == tgid && run.lo <= position && position < run.hi && run.pages < FLUSH_PAGES {
+        run.pages += pages;
+        return;
     }
-    let (old_key, old_pages) = (pending.key, pending.pages);
-    pending.key = key;
-    pending.pages = pages;
-    if old_pages > 0 {
-        flush(old_key, old_pages);
-    }
+    flush(cfg, run);
+    let Some((mem_node, lo, hi)) = locate(position) else {
+        return;
+    };
+    // SAFETY: helper without arguments.
+    let cpu_node = node_of(unsafe { bpf_get_smp_processor_id() });
+    *run = AllocRun {
+        tgid,
+        cpu_node,
+        mem_node,
+        _pad: 0,
+        lo,
+        hi,
+        pages,
+    };
 }
 
-fn flush(key: AccessKey, pages: u64) {
+/// Add a run's pages to the node-pair matrix and to its thread group's counter.
+#[inline(always)]
+fn flush(cfg: &PageAllocConfig, run: &mut AllocRun) {
+    if run.pages == 0 {
+        return;
+    }
+    let slots = cfg.node_slots;
+    bump(
+        PAGE_ALLOCS.get_ptr_mut(slot(run.cpu_node, slots) * slots + slot(run.mem_node, slots)),
+        run.pages,
+    );
+    let key = AccessKey {
+        tgid: run.tgid,
+        cpu_node: run.cpu_node,
+        mem_node: run.mem_node,
+        _pad: 0,
+    };
     match WORKLOAD_ALLOCS.get_ptr_mut(key) {
-        Some(counter) => bump(Some(counter), pages),
+        Some(counter) => bump(Some(counter), run.pages),
         None => {
             // A full LRU map evicts its oldest entry instead of failing.
-            let _ = WORKLOAD_ALLOCS.insert(key, pages, 0);
+            let _ = WORKLOAD_ALLOCS.insert(key, run.pages, 0);
         }
     }
+    run.pages = 0;
 }
 
-/// Node whose range holds `pfn`: a bounded scan of the bank in use (the agent merged
-/// contiguous blocks of a node first, so there are few).
+/// The node of `pfn` and the stretch `[lo, hi)` of pfns around it on that node, from
+/// the bank of ranges in use: few, merged and sorted by start (the agent's
+/// `memory_blocks::node_pfn_ranges`), so the scan stops at the first range past `pfn`.
+/// A pfn no range holds gets [`NODE_UNKNOWN`] and the gap between ranges.
 #[inline(always)]
-fn node_of_pfn(pfn: u64) -> u32 {
+fn pfn_stretch(pfn: u64) -> (u32, u64, u64) {
+    let mut lo = 0u64;
     let Some(bank) = PFN_BANK.get(0) else {
-        return NODE_UNKNOWN;
+        return (NODE_UNKNOWN, lo, u64::MAX);
     };
     let base = if bank.bank == 0 { 0 } else { MAX_PFN_RANGES };
     for i in 0..MAX_PFN_RANGES {
         if i >= bank.count {
             break;
         }
-        if let Some(range) = PFN_RANGES.get(base + i) {
-            if pfn >= range.start_pfn && pfn < range.end_pfn {
-                return range.node;
-            }
+        let Some(range) = PFN_RANGES.get(base + i) else {
+            break;
+        };
+        if pfn < range.start_pfn {
+            return (NODE_UNKNOWN, lo, range.start_pfn);
         }
+        if pfn < range.end_pfn {
+            return (range.node, range.start_pfn, range.end_pfn);
+        }
+        lo = range.end_pfn;
     }
-    NODE_UNKNOWN
+    (NODE_UNKNOWN, lo, u64::MAX)
 }
