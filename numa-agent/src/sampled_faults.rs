@@ -317,7 +317,7 @@ mod tests {
             tid: tgid,
             tgid,
             address,
-            error_code: 6,
+            error_code: Some(6),
         }
     }
 

@@ -81,6 +81,10 @@ pub mod programs {
     pub const PAGE_FAULT_USER_RAW: &str = "page_fault_user_raw";
     /// The same as a classic tracepoint (fields at offsets from tracefs), tried last.
     pub const PAGE_FAULT_USER_TP: &str = "page_fault_user_tp";
+    /// User page faults sampled by the kernel's software perf event
+    /// (`PERF_COUNT_SW_PAGE_FAULTS`, one sample per `sample_rate` faults per CPU), tried
+    /// first: no program runs on the faults in between.
+    pub const PAGE_FAULT_SAMPLE: &str = "page_fault_sample";
     pub const SCHED_MOVE_NUMA: &str = "sched_move_numa";
     pub const SCHED_SWAP_NUMA: &str = "sched_swap_numa";
     pub const SCHED_STICK_NUMA: &str = "sched_stick_numa";
@@ -421,9 +425,13 @@ pub struct FaultRecord {
     /// Faulting user virtual address (`cr2`).
     pub address: u64,
     /// x86 page-fault error code (arch/x86/include/asm/trap_pf.h: bit 0 present,
-    /// 1 write, 2 user, 4 instruction fetch, ...).
+    /// 1 write, 2 user, 4 instruction fetch, ...), or [`ERROR_CODE_UNKNOWN`] from the
+    /// perf-event variant, which the kernel does not hand the error code.
     pub error_code: u64,
 }
+
+/// [`FaultRecord::error_code`] of a sample whose error code is not known.
+pub const ERROR_CODE_UNKNOWN: u64 = u64::MAX;
 const _: () = assert!(core::mem::size_of::<FaultRecord>() == 40);
 
 /// Kinds of NUMA-balancing decision, the first index of [`maps::NUMA_BALANCING`].

@@ -7,8 +7,7 @@ use aya_ebpf::{
 };
 use numa_common::{
     AccessKey, HintFaultCounts, MAX_PFN_RANGES, MIGRATE_REASON_SLOTS, NODE_UNKNOWN, PROBE_COUNT,
-    PfnRange, Probe, TASK_HINT_FAULTS_CAPACITY, TASKS_CAPACITY, TaskInfo,
-    WORKLOAD_ALLOCS_CAPACITY,
+    PfnRange, Probe, TASK_HINT_FAULTS_CAPACITY, TASKS_CAPACITY, TaskInfo, WORKLOAD_ALLOCS_CAPACITY,
 };
 
 #[map(name = "CPU_NODE")]

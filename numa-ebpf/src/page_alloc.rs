@@ -100,7 +100,9 @@ pub fn mm_page_alloc_raw(ctx: RawTracePointContext) -> i32 {
             if pfn == u64::MAX {
                 u64::MAX
             } else {
-                layout.vmemmap.wrapping_add(pfn.wrapping_mul(layout.page_size))
+                layout
+                    .vmemmap
+                    .wrapping_add(pfn.wrapping_mul(layout.page_size))
             }
         };
         Some((node, at(lo), at(hi)))

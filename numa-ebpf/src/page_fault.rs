@@ -22,18 +22,27 @@
 //! field:unsigned long error_code; offset:24;  size:8;  signed:0;
 //! ```
 //!
-//! Three entry points share one body; the agent attaches the first that works:
-//! `tp_btf` and `raw_tracepoint` get the prototype's arguments directly, while the
-//! classic tracepoint first has the kernel fill a trace record for every fault
-//! (`perf_trace_x86_exceptions`) before the program runs, which costs more per hit.
+//! Four entry points share one body; the agent attaches the first that works:
+//! - `page_fault_sample`, a perf-event program on the software page-fault counter
+//!   (`perf_sw_event(PERF_COUNT_SW_PAGE_FAULTS, 1, regs, address)` in
+//!   `do_user_addr_fault()`, the same fault as the tracepoint) with
+//!   `sample_period = sample_rate`: the kernel counts and samples, and no program runs
+//!   on the faults in between. Enabling the `page_fault_user` tracepoint alone costs a
+//!   fault-heavy workload a few percent (README "Cost"); this does not. The sample's
+//!   address is the fault address; the error code is not handed over
+//!   ([`ERROR_CODE_UNKNOWN`]).
+//! - `tp_btf` and `raw_tracepoint` get the prototype's arguments directly and count
+//!   down per CPU;
+//! - the classic tracepoint first has the kernel fill a trace record for every fault
+//!   (`perf_trace_x86_exceptions`) before the program runs, which costs more per hit.
 use aya_ebpf::{
     Global,
     helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id},
-    macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
+    macros::{btf_tracepoint, map, perf_event, raw_tracepoint, tracepoint},
     maps::PerCpuArray,
-    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
+    programs::{BtfTracePointContext, PerfEventContext, RawTracePointContext, TracePointContext},
 };
-use numa_common::{FaultConfig, FaultRecord, Probe};
+use numa_common::{ERROR_CODE_UNKNOWN, FaultConfig, FaultRecord, Probe};
 
 use crate::maps::{EVENTS, count_lost, node_of, submit_flags};
 
@@ -49,6 +58,21 @@ static FAULT_CONFIG: Global<FaultConfig> = Global::new(FaultConfig {
 /// is sampled, then every `sample_rate`-th.
 #[map(name = "FAULT_COUNTDOWN")]
 static FAULT_COUNTDOWN: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[perf_event]
+pub fn page_fault_sample(ctx: PerfEventContext) -> u32 {
+    // SAFETY: the kernel passes a `bpf_perf_event_data`; the verifier checks each read.
+    let data = unsafe { &*ctx.ctx };
+    // The counter also counts faults the kernel takes on user addresses (copy_to_user
+    // in a syscall); `page_fault_user` fires for user mode only (`user_mode(regs)`:
+    // the low two bits of CS are the privilege level, 3 for user).
+    #[cfg(bpf_target_arch = "x86_64")]
+    if data.regs.cs & 3 != 3 {
+        return 0;
+    }
+    send(data.addr, ERROR_CODE_UNKNOWN);
+    0
+}
 
 #[btf_tracepoint(function = "page_fault_user")]
 pub fn page_fault_user_btf(ctx: BtfTracePointContext) -> i32 {

@@ -49,7 +49,9 @@ pub fn declare_host_memory(root: &Path, node: Option<u32>) -> io::Result<()> {
             continue;
         }
         for n in 0..2 {
-            let path = root.join(format!("devices/system/node/node{n}")).join(&name);
+            let path = root
+                .join(format!("devices/system/node/node{n}"))
+                .join(&name);
             if node == Some(n) {
                 write(&path, "")?;
             } else if path.exists() {

@@ -79,10 +79,15 @@ fn memory_hotplug_moves_placement_with_the_next_window() {
     let result = (|| -> Result<Vec<String>> {
         let pages = (TOUCH_MIB << 20) as f64 / 4096.0;
         let mut report = Vec::new();
-        for (step, node) in [("before", None), ("hot-added", Some(0)), ("hot-removed", None)] {
+        for (step, node) in [
+            ("before", None),
+            ("hot-added", Some(0)),
+            ("hot-removed", None),
+        ] {
             split::declare_host_memory(split.path(), node)?;
             let label = node.map_or("unknown".to_owned(), |n| n.to_string());
-            let series = format!("numa_memory_accesses_total{{cpu_node=\"1\",mem_node=\"{label}\"}}");
+            let series =
+                format!("numa_memory_accesses_total{{cpu_node=\"1\",mem_node=\"{label}\"}}");
             // Two windows: the agent re-reads the ranges at each window start.
             std::thread::sleep(Duration::from_millis(700));
             let before = sample(&agent.http_get("/metrics")?, &series).unwrap_or(0.0);
@@ -111,7 +116,11 @@ fn memory_hotplug_moves_placement_with_the_next_window() {
         .iter()
         .filter(|l| l.contains("node memory ranges changed"))
         .count();
-    assert_eq!(changes, 2, "one change per hotplug step: {:?}", stopped.stderr);
+    assert_eq!(
+        changes, 2,
+        "one change per hotplug step: {:?}",
+        stopped.stderr
+    );
     eprintln!("{}", report.join("; "));
 }
 

@@ -1,8 +1,9 @@
-//! Sampled user page faults (exceptions:page_fault_user, x86) on the real kernel, with
+//! Sampled user page faults (the software page-fault counter, or
+//! exceptions:page_fault_user on x86) on the real kernel, with
 //! a declared split: node0 = CPU 0 and all of this host's memory, node1 = CPU 1 and no
 //! memory. A workload pinned to CPU 1 takes every fault remotely; the agent's samples
 //! for it, resolved by move_pages, must be remote 1->0 and number about its kernel-
-//! counted faults / rate, with each of the three attach variants.
+//! counted faults / rate, with each of the four attach variants.
 use numa_tests::{
     fault_scenarios::{FaultCase, sampled_faults_match},
     require_privileges, split,
@@ -37,7 +38,7 @@ fn sampled_remote_faults_match_the_kernels_fault_count_for_every_variant() {
         cpu_node: 1,
         mem_node: 0,
     };
-    for variant in ["tp_btf", "raw_tracepoint", "tracepoint"] {
+    for variant in ["perf_event", "tp_btf", "raw_tracepoint", "tracepoint"] {
         let outcome = sampled_faults_match(&["--sysfs-root", root], 16, Some(variant), &case)
             .unwrap_or_else(|e| panic!("{variant}: {e:#}"));
         eprintln!("{outcome}");
@@ -45,8 +46,10 @@ fn sampled_remote_faults_match_the_kernels_fault_count_for_every_variant() {
 }
 
 /// A kernel without `exceptions:page_fault_user` (arm64), simulated with a tracefs
-/// copy that lacks it: the agent still runs, says the probe is unavailable, and
-/// exports no sampled-fault series (absent, not a measured zero).
+/// copy that lacks it: the perf-event variant, which needs no tracepoint, still
+/// samples; restricted to the tracepoint variants, the agent still runs, says the
+/// probe is unavailable, and exports no sampled-fault series (absent, not a measured
+/// zero).
 #[test]
 fn without_the_tracepoint_the_probe_is_unavailable_not_zero() {
     require_privileges!();
@@ -70,12 +73,39 @@ fn without_the_tracepoint_the_probe_is_unavailable_not_zero() {
         )
         .expect("copy format");
     }
+    let tracefs = fake.path().to_str().expect("utf-8");
     let agent = numa_tests::agent::Agent::start(&[
         "run",
         "--metrics-addr",
         "127.0.0.1:0",
         "--tracefs",
-        fake.path().to_str().expect("utf-8"),
+        tracefs,
+    ])
+    .expect("agent starts without the page-fault tracepoint");
+    let metrics = agent.http_get("/metrics").expect("metrics");
+    let stopped = agent.stop().expect("stops");
+    assert!(stopped.status.success(), "{}", stopped.stderr.join("\n"));
+    assert_eq!(
+        numa_tests::agent::sample(
+            &metrics,
+            r#"numa_probe_attached{probe="page_fault_user",variant="perf_event"}"#
+        ),
+        Some(1.0),
+        "the perf-event variant needs no tracepoint:\n{metrics}"
+    );
+
+    let agent = numa_tests::agent::Agent::start(&[
+        "run",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--tracefs",
+        tracefs,
+        "--fault-variant",
+        "tp_btf",
+        "--fault-variant",
+        "raw_tracepoint",
+        "--fault-variant",
+        "tracepoint",
     ])
     .expect("agent starts without the page-fault tracepoint");
     let metrics = agent.http_get("/metrics").expect("metrics");

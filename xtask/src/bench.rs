@@ -31,7 +31,9 @@ pub struct BenchArgs {
 const BPFTRACE_ONE_LINER: &str =
     "tracepoint:sched:sched_migrate_task { @[args->orig_cpu, args->dest_cpu] = count(); }";
 const BPFTRACE_PAGE_ALLOC: &str = "tracepoint:kmem:mm_page_alloc { @[cpu] = count(); }";
-const BPFTRACE_PAGE_FAULT: &str = "tracepoint:exceptions:page_fault_user { @[cpu] = count(); }";
+/// The agent's default page-fault variant: the software page-fault counter, one
+/// program run per 64 faults per CPU (`--fault-sample-rate` 64).
+const BPFTRACE_PAGE_FAULT: &str = "software:page-faults:64 { @[cpu] = count(); }";
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 pub fn run(args: &BenchArgs, agent: &Path, workload: &Path) -> Result<()> {
@@ -137,7 +139,7 @@ fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Pa
     };
     // The machine is shared and noisy: each condition's time is the median of
     // TOUCHES runs, and the order of the conditions rotates from round to round.
-    const TOUCHES: usize = 9;
+    const TOUCHES: usize = 15;
     let median_touch = || -> Result<Duration> {
         let mut t = (0..TOUCHES).map(|_| touch()).collect::<Result<Vec<_>>>()?;
         t.sort();
@@ -147,14 +149,14 @@ fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Pa
     println!(
         "page faults: `numa-workload touch --mib 256` (65536 first-touch faults); cost per hit \
          of mm_page_alloc (variant as the agent picks it) vs `bpftrace -e '{BPFTRACE_PAGE_ALLOC}'` \
-         and of page_fault_user (default --fault-sample-rate, variant as the agent picks it) vs \
-         `bpftrace -e '{BPFTRACE_PAGE_FAULT}'`, with kernel.bpf_stats_enabled=1 only while the \
-         cost is read"
+         and of the page-fault sampler (default --fault-sample-rate, variant as the agent picks \
+         it: with perf_event, n counts the sampled faults only) vs `bpftrace -e \
+         '{BPFTRACE_PAGE_FAULT}'`, with kernel.bpf_stats_enabled=1 only while the cost is read"
     );
     println!(
         "wall time of the touch loop: detached (A), attached with defaults (B), with \
-         --fault-sample-rate 0 (C), with defaults but the classic mm_page_alloc tracepoint (D); \
-         each the median of {TOUCHES} runs, conditions in rotating order"
+         --fault-sample-rate 0 (C), with defaults but page faults sampled through the tp_btf \
+         tracepoint (D); each the median of {TOUCHES} runs, conditions in rotating order"
     );
     println!(
         "{:>5} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
@@ -187,7 +189,7 @@ fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Pa
         None,
         Some(&[]),
         Some(&["--fault-sample-rate", "0"]),
-        Some(&["--page-alloc-variant", "tracepoint"]),
+        Some(&["--fault-variant", "tp_btf"]),
     ];
     let mut ratios: [Vec<f64>; 3] = Default::default();
     for round in 1..=args.rounds.max(5) {
@@ -207,8 +209,8 @@ fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Pa
             Ok([
                 total(&ours, "mm_page_alloc"),
                 total(&prog_stats(bpftrace_alloc.id())?, ""),
-                // Kernel program names are cut at 15 bytes: `page_fault_user`.
-                total(&ours, "page_fault_user"),
+                // Kernel program names are cut at 15 bytes (`page_fault_samp`).
+                total(&ours, "page_fault"),
                 total(&prog_stats(bpftrace_fault.id())?, ""),
             ])
         };
@@ -262,7 +264,7 @@ fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Pa
     let [b, c, d] = &mut ratios;
     println!(
         "median slowdown with the agent attached: {:+.1}% (defaults), {:+.1}% (page-fault probe \
-         off), {:+.1}% (defaults, classic mm_page_alloc tracepoint)",
+         off), {:+.1}% (page faults sampled through the tp_btf tracepoint)",
         median(b),
         median(c),
         median(d)

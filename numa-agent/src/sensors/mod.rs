@@ -14,7 +14,7 @@ use std::{path::Path, sync::Arc};
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, PerfEvent, ProgramError, RawTracePoint, TracePoint},
 };
 use numa_common::{
     AccessKey, NODE_UNKNOWN, PROBE_COUNT, PageCalibration, Probe, globals, maps, programs,
@@ -240,18 +240,28 @@ impl Sensors {
             &tracefs.event_format(task::ATTACH_CATEGORY, task::ATTACH_EVENT)?,
             &attribution.tracked,
         )?;
-        // The page-fault probe is x86-only: without its format file (arm64) it stays
-        // out and is reported unavailable. The classic variant needs the offsets.
-        let fault_config = match options.fault_sample_rate {
+        // The page-fault tracepoint is x86-only: without its format file (arm64) only the
+        // perf-event variant, which needs no tracepoint, is tried. The classic variant
+        // needs the offsets.
+        let fault_setup = options.fault_sample_rate.map(|rate| {
+            match tracefs.event_format(page_fault::CATEGORY, page_fault::EVENT) {
+                Ok(format) => page_fault::config_from_format(&format, rate).map(|cfg| (cfg, None)),
+                Err(e) => Ok((
+                    numa_common::FaultConfig {
+                        sample_rate: rate.max(1),
+                        ..Default::default()
+                    },
+                    Some(e.to_string()),
+                )),
+            }
+        });
+        let fault_config = match fault_setup {
+            Some(Ok((mut cfg, no_tracepoint))) => {
+                cfg.agent_tgid = attribution.agent_tgid;
+                Some((cfg, no_tracepoint))
+            }
+            Some(Err(e)) => return Err(e.into()),
             None => None,
-            Some(rate) => match tracefs.event_format(page_fault::CATEGORY, page_fault::EVENT) {
-                Ok(format) => {
-                    let mut cfg = page_fault::config_from_format(&format, rate)?;
-                    cfg.agent_tgid = attribution.agent_tgid;
-                    Some(Ok(cfg))
-                }
-                Err(e) => Some(Err(e.to_string())),
-            },
         };
         let balancing_setup =
             balancing::BalancingSetup::from_tracefs(tracefs, node_slots, attribution.agent_tgid);
@@ -261,8 +271,8 @@ impl Sensors {
             .max(1);
 
         let fault_global = match &fault_config {
-            Some(Ok(cfg)) => *cfg,
-            _ => numa_common::FaultConfig {
+            Some((cfg, _)) => *cfg,
+            None => numa_common::FaultConfig {
                 sample_rate: 1,
                 ..Default::default()
             },
@@ -352,24 +362,13 @@ impl Sensors {
             ),
             page_alloc,
         ];
-        match fault_config {
-            None => {}
-            Some(Ok(_)) => probes.push(attach_page_fault(&mut ebpf, &options.fault_variants)),
-            Some(Err(why)) => {
-                log::warn!(
-                    "page_fault_user unavailable, sampled page faults are not measured: {why} \
-                     (the tracepoint exists on x86 only)"
-                );
-                probes.push(ProbeStatus::from_outcome(
-                    Probe::PageFaultUser,
-                    ProbeStatus::NONE,
-                    format!("{}:{}", page_fault::CATEGORY, page_fault::EVENT),
-                    Err(Unavailable {
-                        kind: Unavailable::NO_EVENT,
-                        detail: why,
-                    }),
-                ));
-            }
+        if let Some((cfg, no_tracepoint)) = &fault_config {
+            probes.push(attach_page_fault(
+                &mut ebpf,
+                &options.fault_variants,
+                cfg.sample_rate,
+                no_tracepoint.as_deref(),
+            ));
         }
         let balancing = balancing::attach(&mut ebpf, &balancing_setup)?;
         probes.extend(balancing.probes);
@@ -528,14 +527,26 @@ fn calibrate_page_layout(ebpf: &mut Ebpf) -> Result<(), SensorError> {
     array.set(0, layout, 0).map_err(map_err)
 }
 
-fn attach_page_fault(ebpf: &mut Ebpf, only: &[String]) -> ProbeStatus {
+/// The first page-fault variant that attaches. `no_tracepoint` says why this kernel
+/// has no `page_fault_user` tracepoint (arm64): then only `perf_event` is tried.
+fn attach_page_fault(
+    ebpf: &mut Ebpf,
+    only: &[String],
+    sample_rate: u32,
+    no_tracepoint: Option<&str>,
+) -> ProbeStatus {
     let mut why = Vec::new();
     for (variant, name) in page_fault::VARIANTS {
         if !only.is_empty() && !only.iter().any(|v| v == variant) {
             why.push(format!("{variant}: not requested"));
             continue;
         }
+        if let (Some(reason), false) = (no_tracepoint, variant == "perf_event") {
+            why.push(format!("{variant}: {reason}"));
+            continue;
+        }
         let attached = match variant {
+            "perf_event" => attach_fault_counter(ebpf, name, sample_rate),
             "tp_btf" => attach_btf(ebpf, name, page_fault::EVENT),
             "raw_tracepoint" => attach_raw(ebpf, name, page_fault::EVENT),
             _ => attach_tracepoint(ebpf, name, page_fault::CATEGORY, page_fault::EVENT),
@@ -543,6 +554,7 @@ fn attach_page_fault(ebpf: &mut Ebpf, only: &[String]) -> ProbeStatus {
         match attached {
             Ok(()) => {
                 let target = match variant {
+                    "perf_event" => format!("software:page-faults:{sample_rate}"),
                     "tp_btf" => format!("btf_trace_{}", page_fault::EVENT),
                     "raw_tracepoint" => page_fault::EVENT.to_owned(),
                     _ => format!("{}:{}", page_fault::CATEGORY, page_fault::EVENT),
@@ -560,15 +572,60 @@ fn attach_page_fault(ebpf: &mut Ebpf, only: &[String]) -> ProbeStatus {
         "page_fault_user unavailable, sampled page faults are not measured: {}",
         why.join("; ")
     );
+    let kind = if no_tracepoint.is_some() {
+        Unavailable::NO_EVENT
+    } else {
+        Unavailable::ATTACH_FAILED
+    };
     ProbeStatus::from_outcome(
         Probe::PageFaultUser,
         ProbeStatus::NONE,
         format!("{}:{}", page_fault::CATEGORY, page_fault::EVENT),
         Err(Unavailable {
-            kind: Unavailable::ATTACH_FAILED,
+            kind,
             detail: why.join("; "),
         }),
     )
+}
+
+/// One software page-fault counter per online CPU, each running the program on every
+/// `sample_rate`-th fault taken there. A CPU brought online later has no counter (its
+/// faults go unsampled until the agent restarts). All or nothing: if one CPU's counter
+/// cannot be opened, the program is unloaded so the next variant can take over.
+fn attach_fault_counter(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    sample_rate: u32,
+) -> Result<(), SensorError> {
+    use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
+    let prog_err = |source| SensorError::Program {
+        name,
+        source: Box::new(source),
+    };
+    let program: &mut PerfEvent = ebpf
+        .program_mut(name)
+        .ok_or(prog_err(ProgramError::UnexpectedProgramType))?
+        .try_into()
+        .map_err(prog_err)?;
+    program.load().map_err(prog_err)?;
+    let cpus = aya::util::online_cpus().map_err(|(_, e)| prog_err(ProgramError::IOError(e)));
+    let attached = cpus.and_then(|cpus| {
+        cpus.into_iter().try_for_each(|cpu| {
+            program
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::PageFaults),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Period(u64::from(sample_rate.max(1))),
+                    false,
+                )
+                .map(drop)
+                .map_err(prog_err)
+        })
+    });
+    if attached.is_err() {
+        let _ = program.unload();
+    }
+    attached
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

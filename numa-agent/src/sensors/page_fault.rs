@@ -1,6 +1,6 @@
 //! Userspace half of the `exceptions:page_fault_user` probe (x86 only): its load-time
 //! config, the attach variants in order of preference, and decoding of its samples.
-use numa_common::{FaultConfig, FaultRecord, NODE_UNKNOWN, Probe, programs};
+use numa_common::{ERROR_CODE_UNKNOWN, FaultConfig, FaultRecord, NODE_UNKNOWN, Probe, programs};
 
 use crate::{
     topology::NodeId,
@@ -16,10 +16,13 @@ pub const EVENT: &str = "page_fault_user";
 /// "Sampled page faults" for the measured cost.
 pub const DEFAULT_SAMPLE_RATE: u32 = 64;
 
-/// Attach variants, newest first: (variant label, program name). `tp_btf` and
-/// `raw_tracepoint` receive the tracepoint's arguments directly; the classic
+/// Attach variants, cheapest first: (variant label, program name). `perf_event` lets
+/// the kernel's software page-fault counter pick the samples, so no program runs on
+/// the other faults (but the error code is unknown); `tp_btf` and `raw_tracepoint`
+/// receive the tracepoint's arguments directly and count down per CPU; the classic
 /// tracepoint makes the kernel build a trace record for every fault first.
-pub const VARIANTS: [(&str, &str); 3] = [
+pub const VARIANTS: [(&str, &str); 4] = [
+    ("perf_event", programs::PAGE_FAULT_SAMPLE),
     ("tp_btf", programs::PAGE_FAULT_USER_BTF),
     ("raw_tracepoint", programs::PAGE_FAULT_USER_RAW),
     ("tracepoint", programs::PAGE_FAULT_USER_TP),
@@ -48,7 +51,8 @@ pub struct FaultSample {
     pub tid: u32,
     pub tgid: u32,
     pub address: u64,
-    pub error_code: u64,
+    /// x86 page-fault error code; `None` from the perf-event variant.
+    pub error_code: Option<u64>,
 }
 
 /// Decode one ring-buffer record of this probe; `None` if it is not one.
@@ -67,7 +71,7 @@ pub fn decode(bytes: &[u8]) -> Option<FaultSample> {
         tid: r.tid,
         tgid: r.tgid,
         address: r.address,
-        error_code: r.error_code,
+        error_code: (r.error_code != ERROR_CODE_UNKNOWN).then_some(r.error_code),
     })
 }
 
@@ -118,8 +122,17 @@ mod tests {
         let s = decode(bytes).expect("decoded");
         assert_eq!(
             (s.cpu_node, s.tgid, s.address, s.error_code),
-            (None, 10, 0x7f00_0000_1234, 6)
+            (None, 10, 0x7f00_0000_1234, Some(6))
         );
+        let unknown = FaultRecord {
+            error_code: ERROR_CODE_UNKNOWN,
+            ..record
+        };
+        // SAFETY: as above.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const unknown).cast::<u8>(), size_of::<FaultRecord>())
+        };
+        assert_eq!(decode(bytes).expect("decoded").error_code, None);
         let mut other = bytes.to_vec();
         other[0] = Probe::SchedMigrateTask as u8;
         assert!(decode(&other).is_none());

@@ -251,10 +251,10 @@ struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = numa_agent::sensors::page_fault::DEFAULT_SAMPLE_RATE)]
     fault_sample_rate: u32,
 
-    /// Internal (tests): try only these page-fault attach variants (`tp_btf`,
-    /// `raw_tracepoint`, `tracepoint`); the default tries all, newest first.
+    /// Internal (tests): try only these page-fault attach variants (`perf_event`,
+    /// `tp_btf`, `raw_tracepoint`, `tracepoint`); the default tries all, cheapest first.
     #[arg(long, value_name = "VARIANT", hide = true,
-          value_parser = ["tp_btf", "raw_tracepoint", "tracepoint"])]
+          value_parser = ["perf_event", "tp_btf", "raw_tracepoint", "tracepoint"])]
     fault_variant: Vec<String>,
 
     /// Internal (tests): try only these page-allocation attach variants
