@@ -345,13 +345,12 @@ pub fn access_placement(
             }
         }
     }
-    // Which page-alloc variant did the counting (the agent logs the one that won).
-    if let Some(line) = stopped
-        .stderr
-        .iter()
-        .find(|l| l.contains("attached mm_page_alloc as"))
-    {
-        report.push(line.clone());
+    // Which page-alloc variant did the counting (the agent logs the one that won),
+    // and why a cheaper one did not.
+    for line in stopped.stderr.iter().filter(|l| {
+        l.contains("attached mm_page_alloc as") || l.contains("mm_page_alloc as raw_tracepoint:")
+    }) {
+        report.push(line.chars().take(600).collect());
     }
     Ok(report.join("; "))
 }

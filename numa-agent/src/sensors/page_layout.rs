@@ -78,6 +78,10 @@ fn collect(
 ) -> Result<Vec<(u64, u64)>, CalibrationError> {
     let pagemap = File::open("/proc/self/pagemap").map_err(CalibrationError::Pagemap)?;
     let mut samples = Vec::with_capacity(SAMPLES);
+    // Every page stays mapped until all are sampled: a page freed in between would be
+    // the next one handed out (the per-CPU free lists are LIFO), and samples of one
+    // page say nothing about the spacing of `struct page`s.
+    let mut held = Vec::with_capacity(SAMPLES);
     for _ in 0..SAMPLES {
         let page = FaultedPage::new()?;
         let recorded = slot.get(&0, 0)?.page;
@@ -94,6 +98,7 @@ fn collect(
             return Err(CalibrationError::NoRecord);
         }
         samples.push((recorded, pfn));
+        held.push(page);
     }
     Ok(samples)
 }

@@ -125,13 +125,22 @@ fn access() -> Result<String> {
     if let Some(&m) = memory_only.first() {
         cases.push(case(&format!("memory-only 0->{m}"), m, Some((0, m))));
     }
-    scenarios::access_placement(&[], "/sys", &cases)
+    let report = scenarios::access_placement(&[], "/sys", &cases)?;
+    // Debian's x86_64 kernels have a virtual memory map: the raw variant, with its
+    // page layout calibrated against pagemap, must be the one that counted.
+    anyhow::ensure!(
+        report.contains("attached mm_page_alloc as raw_tracepoint"),
+        "the raw page-alloc variant did not win: {report}"
+    );
+    Ok(report)
 }
 
 /// Sampled page faults: CPUs of node 0, memory bound to node 1 (and, on the 4-node
 /// guest, to the memory-only node) with numactl; the agent's samples for the
 /// workload, resolved with move_pages, are 0 -> that node and about its
-/// kernel-counted faults / 16. The attach variant is left to the agent's preference.
+/// kernel-counted faults / 16. The attach variant is left to the agent's preference
+/// (the perf-event counter must win), and for node 1 also forced to `tp_btf`, the
+/// tracepoint variant that carries the error code.
 fn faults() -> Result<String> {
     if !std::path::Path::new("/sys/kernel/tracing/events/exceptions/page_fault_user").exists() {
         anyhow::bail!("no exceptions:page_fault_user in this x86 guest's tracefs");
@@ -159,7 +168,15 @@ fn faults() -> Result<String> {
             mem_node: mem,
         };
         let outcome = fault_scenarios::sampled_faults_match(&[], 16, None, &case)?;
+        anyhow::ensure!(
+            outcome.variant == "perf_event",
+            "the perf-event sampler did not win: {outcome}"
+        );
         report.push(format!("0->{mem} {outcome}"));
+        if mem == 1 {
+            let outcome = fault_scenarios::sampled_faults_match(&[], 16, Some("tp_btf"), &case)?;
+            report.push(format!("0->{mem} {outcome}"));
+        }
     }
     Ok(report.join("; "))
 }
