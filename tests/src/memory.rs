@@ -24,9 +24,9 @@ pub fn numa_maps_pages(numa_maps: &str, addr: usize) -> Option<BTreeMap<u32, u64
 /// Map `bytes` of anonymous memory without transparent huge pages, write one byte
 /// per page so each is allocated now, and return numa_maps' `N<node>=<pages>` for it
 /// (space-separated), and how long the writes took (the page faults, nothing else:
-/// what a benchmark of the fault path compares). The mapping is left in place: the
-/// caller's process holds it.
-pub fn touch_and_locate(bytes: usize) -> io::Result<(String, std::time::Duration)> {
+/// what a benchmark of the fault path compares) in wall time and in this thread's CPU
+/// time. The mapping is left in place: the caller's process holds it.
+pub fn touch_and_locate(bytes: usize) -> io::Result<(String, TouchTime)> {
     // SAFETY: a fresh private anonymous mapping; only written within its length.
     let (addr, elapsed) = unsafe {
         let p = libc::mmap(
@@ -43,11 +43,15 @@ pub fn touch_and_locate(bytes: usize) -> io::Result<(String, std::time::Duration
         // One page per allocation event, so the count is exact in pages.
         libc::madvise(p, bytes, libc::MADV_NOHUGEPAGE);
         let page = 4096;
-        let start = std::time::Instant::now();
+        let start = (std::time::Instant::now(), thread_cpu_time());
         for off in (0..bytes).step_by(page) {
             std::ptr::write_volatile(p.cast::<u8>().add(off), 1);
         }
-        (p as usize, start.elapsed())
+        let elapsed = TouchTime {
+            wall: start.0.elapsed(),
+            cpu: thread_cpu_time().saturating_sub(start.1),
+        };
+        (p as usize, elapsed)
     };
     let maps = fs::read_to_string("/proc/self/numa_maps")?;
     let pages =
@@ -58,6 +62,25 @@ pub fn touch_and_locate(bytes: usize) -> io::Result<(String, std::time::Duration
         .collect::<Vec<_>>()
         .join(" ");
     Ok((placement, elapsed))
+}
+
+/// Time a touch loop took: wall clock, and CPU time of the touching thread (user and
+/// kernel, so the page faults and every eBPF program run on them, but not time the
+/// thread spent preempted).
+#[derive(Clone, Copy, Debug)]
+pub struct TouchTime {
+    pub wall: std::time::Duration,
+    pub cpu: std::time::Duration,
+}
+
+fn thread_cpu_time() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out pointer; CLOCK_THREAD_CPUTIME_ID always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 #[cfg(test)]

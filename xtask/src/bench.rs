@@ -122,7 +122,10 @@ fn one_round(
 /// own write loop (`touch_ns`), so process start-up and the agent's start are not in
 /// the figure; conditions rotate from round to round.
 fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Path) -> Result<()> {
-    let touch = || -> Result<Duration> {
+    // (wall, CPU time of the touching thread): CPU time leaves out time the workload
+    // spent preempted (by the agent's own threads on this small host, among others)
+    // and is much steadier here; wall is what a user sees.
+    let touch = || -> Result<[Duration; 2]> {
         let out = Command::new(workload)
             .args(["touch", "--mib", "256", "--cpu", "1", "--hold", "0ms"])
             .stdout(Stdio::null())
@@ -130,20 +133,25 @@ fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Pa
             .output()
             .context("running numa-workload touch")?;
         let text = String::from_utf8_lossy(&out.stderr);
-        let ns = text
-            .lines()
-            .find_map(|l| l.strip_prefix("touch_ns "))
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .with_context(|| format!("no touch_ns from numa-workload touch: {text}"))?;
-        Ok(Duration::from_nanos(ns))
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .map(Duration::from_nanos)
+                .with_context(|| format!("no {name} from numa-workload touch: {text}"))
+        };
+        Ok([field("touch_ns")?, field("touch_cpu_ns")?])
     };
     // The machine is shared and noisy: each condition's time is the median of
     // TOUCHES runs, and the order of the conditions rotates from round to round.
     const TOUCHES: usize = 15;
-    let median_touch = || -> Result<Duration> {
-        let mut t = (0..TOUCHES).map(|_| touch()).collect::<Result<Vec<_>>>()?;
-        t.sort();
-        Ok(t[TOUCHES / 2])
+    let median_touch = || -> Result<[Duration; 2]> {
+        let runs = (0..TOUCHES).map(|_| touch()).collect::<Result<Vec<_>>>()?;
+        Ok(std::array::from_fn(|i| {
+            let mut t: Vec<Duration> = runs.iter().map(|r| r[i]).collect();
+            t.sort();
+            t[TOUCHES / 2]
+        }))
     };
     println!();
     println!(
@@ -154,12 +162,13 @@ fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Pa
          '{BPFTRACE_PAGE_FAULT}'`, with kernel.bpf_stats_enabled=1 only while the cost is read"
     );
     println!(
-        "wall time of the touch loop: detached (A), attached with defaults (B), with \
-         --fault-sample-rate 0 (C), with defaults but page faults sampled through the tp_btf \
-         tracepoint (D); each the median of {TOUCHES} runs, conditions in rotating order"
+        "time of the touch loop, CPU time of the touching thread (and wall time): detached (A), \
+         attached with defaults (B), with --fault-sample-rate 0 (C), with defaults but page \
+         faults sampled through the tp_btf tracepoint (D); each the median of {TOUCHES} runs, \
+         conditions in rotating order"
     );
     println!(
-        "{:>5} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "{:>5} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>15}",
         "round",
         "alloc n",
         "alloc ns",
@@ -173,7 +182,8 @@ fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Pa
         "D ms",
         "B/A",
         "C/A",
-        "D/A"
+        "D/A",
+        "wall B/A C/A D/A"
     );
     let start_agent = |extra: &[&str]| {
         spawn_until(
@@ -191,7 +201,8 @@ fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Pa
         Some(&["--fault-sample-rate", "0"]),
         Some(&["--fault-variant", "tp_btf"]),
     ];
-    let mut ratios: [Vec<f64>; 3] = Default::default();
+    // [cpu, wall] x [B, C, D]
+    let mut ratios: [[Vec<f64>; 3]; 2] = Default::default();
     for round in 1..=args.rounds.max(5) {
         let mut agent = start_agent(&[])?;
         let mut bpftrace_alloc = spawn_until(
@@ -226,7 +237,7 @@ fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Pa
         let [alloc, alloc_bt, fault, fault_bt] = std::array::from_fn(|i| after[i].since(before[i]));
         stop(&mut agent)?;
         // The slowdown is measured with the agent alone attached (or nothing).
-        let mut times = [Duration::ZERO; CONDITIONS.len()];
+        let mut times = [[Duration::ZERO; 2]; CONDITIONS.len()];
         for i in 0..CONDITIONS.len() {
             let condition = (i + round) % CONDITIONS.len();
             let mut agent = CONDITIONS[condition].map(start_agent).transpose()?;
@@ -235,40 +246,46 @@ fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Pa
                 stop(a)?;
             }
         }
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        let ratio = |i: usize| times[i].as_secs_f64() / times[0].as_secs_f64();
-        for (i, r) in ratios.iter_mut().enumerate() {
-            r.push(ratio(i + 1));
+        let ms = |i: usize| times[i][1].as_secs_f64() * 1e3;
+        let ratio = |i: usize, k: usize| times[i][k].as_secs_f64() / times[0][k].as_secs_f64();
+        for (k, per_kind) in ratios.iter_mut().enumerate() {
+            for (i, r) in per_kind.iter_mut().enumerate() {
+                r.push(ratio(i + 1, 1 - k));
+            }
         }
         println!(
-            "{round:>5} {:>8} {:>9.1} {:>9.1} {:>8} {:>9.1} {:>9.1} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>7.3} {:>7.3} {:>7.3}",
+            "{round:>5} {:>8} {:>9.1} {:>9.1} {:>8} {:>9.1} {:>9.1} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>7.3} {:>7.3} {:>7.3} {:>5.3} {:>5.3} {:>5.3}",
             alloc.run_cnt,
             alloc.ns_per_hit(),
             alloc_bt.ns_per_hit(),
             fault.run_cnt,
             fault.ns_per_hit(),
             fault_bt.ns_per_hit(),
-            ms(times[0]),
-            ms(times[1]),
-            ms(times[2]),
-            ms(times[3]),
-            ratio(1),
-            ratio(2),
-            ratio(3)
+            ms(0),
+            ms(1),
+            ms(2),
+            ms(3),
+            ratio(1, 1),
+            ratio(2, 1),
+            ratio(3, 1),
+            ratio(1, 0),
+            ratio(2, 0),
+            ratio(3, 0)
         );
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         (v[v.len() / 2] - 1.0) * 100.0
     };
-    let [b, c, d] = &mut ratios;
-    println!(
-        "median slowdown with the agent attached: {:+.1}% (defaults), {:+.1}% (page-fault probe \
-         off), {:+.1}% (page faults sampled through the tp_btf tracepoint)",
-        median(b),
-        median(c),
-        median(d)
-    );
+    for (kind, [b, c, d]) in ["CPU time", "wall time"].into_iter().zip(&mut ratios) {
+        println!(
+            "median slowdown ({kind}) with the agent attached: {:+.1}% (defaults), {:+.1}% \
+             (page-fault probe off), {:+.1}% (page faults sampled through the tp_btf tracepoint)",
+            median(b),
+            median(c),
+            median(d)
+        );
+    }
     Ok(())
 }
 

@@ -147,7 +147,8 @@ fn main() -> anyhow::Result<()> {
                 pin::pin_self(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;
             }
             let (placement, elapsed) = numa_tests::memory::touch_and_locate(mib << 20)?;
-            eprintln!("touch_ns {}", elapsed.as_nanos());
+            eprintln!("touch_ns {}", elapsed.wall.as_nanos());
+            eprintln!("touch_cpu_ns {}", elapsed.cpu.as_nanos());
             println!("pid {} numa_maps {placement}", std::process::id());
             io::stdout().flush()?;
             thread::sleep(hold);
