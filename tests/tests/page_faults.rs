@@ -74,17 +74,18 @@ fn without_the_tracepoint_the_probe_is_unavailable_not_zero() {
         .expect("copy format");
     }
     let tracefs = fake.path().to_str().expect("utf-8");
-    let agent = numa_tests::agent::Agent::start(&[
-        "run",
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--tracefs",
-        tracefs,
-    ])
-    .expect("agent starts without the page-fault tracepoint");
-    let metrics = agent.http_get("/metrics").expect("metrics");
-    let stopped = agent.stop().expect("stops");
-    assert!(stopped.status.success(), "{}", stopped.stderr.join("\n"));
+    // One scrape of an agent run on the fake tracefs, and its log.
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "--metrics-addr", "127.0.0.1:0", "--tracefs", tracefs];
+        args.extend_from_slice(extra);
+        let agent = numa_tests::agent::Agent::start(&args)
+            .expect("agent starts without the page-fault tracepoint");
+        let metrics = agent.http_get("/metrics").expect("metrics");
+        let stopped = agent.stop().expect("stops");
+        assert!(stopped.status.success(), "{}", stopped.stderr.join("\n"));
+        (metrics, stopped)
+    };
+    let (metrics, _) = run(&[]);
     assert_eq!(
         numa_tests::agent::sample(
             &metrics,
@@ -94,23 +95,14 @@ fn without_the_tracepoint_the_probe_is_unavailable_not_zero() {
         "the perf-event variant needs no tracepoint:\n{metrics}"
     );
 
-    let agent = numa_tests::agent::Agent::start(&[
-        "run",
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--tracefs",
-        tracefs,
+    let (metrics, stopped) = run(&[
         "--fault-variant",
         "tp_btf",
         "--fault-variant",
         "raw_tracepoint",
         "--fault-variant",
         "tracepoint",
-    ])
-    .expect("agent starts without the page-fault tracepoint");
-    let metrics = agent.http_get("/metrics").expect("metrics");
-    let stopped = agent.stop().expect("stops");
-    assert!(stopped.status.success(), "{}", stopped.stderr.join("\n"));
+    ]);
     assert_eq!(
         numa_tests::agent::sample(
             &metrics,

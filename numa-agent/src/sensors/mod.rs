@@ -426,15 +426,8 @@ fn attach_tracepoint(
     category: &str,
     event: &str,
 ) -> Result<(), SensorError> {
-    let prog_err = |source| SensorError::Program {
-        name,
-        source: Box::new(source),
-    };
-    let program: &mut TracePoint = ebpf
-        .program_mut(name)
-        .ok_or(prog_err(ProgramError::UnexpectedProgramType))?
-        .try_into()
-        .map_err(prog_err)?;
+    let prog_err = program_error(name);
+    let program: &mut TracePoint = typed_program(ebpf, name)?;
     program.load().map_err(prog_err)?;
     program.attach(category, event).map_err(prog_err)?;
     Ok(())
@@ -598,15 +591,8 @@ fn attach_fault_counter(
     sample_rate: u32,
 ) -> Result<(), SensorError> {
     use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
-    let prog_err = |source| SensorError::Program {
-        name,
-        source: Box::new(source),
-    };
-    let program: &mut PerfEvent = ebpf
-        .program_mut(name)
-        .ok_or(prog_err(ProgramError::UnexpectedProgramType))?
-        .try_into()
-        .map_err(prog_err)?;
+    let prog_err = program_error(name);
+    let program: &mut PerfEvent = typed_program(ebpf, name)?;
     program.load().map_err(prog_err)?;
     let cpus = aya::util::online_cpus().map_err(|(_, e)| prog_err(ProgramError::IOError(e)));
     let attached = cpus.and_then(|cpus| {
@@ -640,34 +626,40 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 fn attach_btf(ebpf: &mut Ebpf, name: &'static str, event: &str) -> Result<(), SensorError> {
-    let prog_err = |source| SensorError::Program {
-        name,
-        source: Box::new(source),
-    };
+    let prog_err = program_error(name);
     let btf = aya::Btf::from_sys_fs().map_err(|e| prog_err(ProgramError::Btf(e)))?;
-    let program: &mut BtfTracePoint = ebpf
-        .program_mut(name)
-        .ok_or(prog_err(ProgramError::UnexpectedProgramType))?
-        .try_into()
-        .map_err(prog_err)?;
+    let program: &mut BtfTracePoint = typed_program(ebpf, name)?;
     program.load(event, &btf).map_err(prog_err)?;
     program.attach().map_err(prog_err)?;
     Ok(())
 }
 
 fn attach_raw(ebpf: &mut Ebpf, name: &'static str, event: &str) -> Result<(), SensorError> {
-    let prog_err = |source| SensorError::Program {
-        name,
-        source: Box::new(source),
-    };
-    let program: &mut RawTracePoint = ebpf
-        .program_mut(name)
-        .ok_or(prog_err(ProgramError::UnexpectedProgramType))?
-        .try_into()
-        .map_err(prog_err)?;
+    let prog_err = program_error(name);
+    let program: &mut RawTracePoint = typed_program(ebpf, name)?;
     program.load().map_err(prog_err)?;
     program.attach(event).map_err(prog_err)?;
     Ok(())
+}
+
+/// Wrap a program's error with its name.
+fn program_error(name: &'static str) -> impl Fn(ProgramError) -> SensorError + Copy {
+    move |source| SensorError::Program {
+        name,
+        source: Box::new(source),
+    }
+}
+
+/// Program `name` of the object as its type `P` (tracepoint, raw tracepoint, ...).
+fn typed_program<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, SensorError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let prog_err = program_error(name);
+    ebpf.program_mut(name)
+        .ok_or(prog_err(ProgramError::UnexpectedProgramType))?
+        .try_into()
+        .map_err(prog_err)
 }
 
 /// Take map `name` out of the object as the typed map `M`.
