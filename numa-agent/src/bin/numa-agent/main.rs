@@ -244,10 +244,12 @@ struct RunArgs {
     #[arg(long, value_name = "PAGES", default_value_t = 256)]
     min_access_pages: u64,
 
-    /// Sample one user page fault in N per CPU (`exceptions:page_fault_user`, x86
-    /// only) and resolve each sample's page to its node with move_pages(2); 0 turns
-    /// the probe off. Counted in numa_sampled_faults_total and used for a workload's
-    /// access ratio when its window has too few allocated pages (README).
+    /// Sample one user page fault in N per CPU (the kernel's software page-fault
+    /// counter, else `exceptions:page_fault_user` on x86) and resolve each sample's
+    /// page to its node with move_pages(2); 0 turns the probe off, which saves a few
+    /// percent on fault-heavy workloads (README "Cost"). Counted in
+    /// numa_sampled_faults_total and used for a workload's access ratio when its
+    /// window has too few allocated pages (README).
     #[arg(long, value_name = "N", default_value_t = numa_agent::sensors::page_fault::DEFAULT_SAMPLE_RATE)]
     fault_sample_rate: u32,
 
