@@ -140,6 +140,9 @@ pub fn raw_tracepoint_open(
 
 /// PERF_TYPE_TRACEPOINT (include/uapi/linux/perf_event.h).
 const PERF_TYPE_TRACEPOINT: u32 = 2;
+/// PERF_TYPE_SOFTWARE and PERF_COUNT_SW_PAGE_FAULTS (include/uapi/linux/perf_event.h).
+const PERF_TYPE_SOFTWARE: u32 = 1;
+const PERF_COUNT_SW_PAGE_FAULTS: u64 = 2;
 /// _IOW('$', 8, __u32).
 const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408;
 /// PERF_FLAG_FD_CLOEXEC (include/uapi/linux/perf_event.h).
@@ -197,6 +200,13 @@ fn perf_attach(
 /// `events/<category>/<name>/id`).
 pub fn attach_perf_tracepoint(prog: BorrowedFd<'_>, id: u64) -> io::Result<OwnedFd> {
     perf_attach(prog, PERF_TYPE_TRACEPOINT, id, 0)
+}
+
+/// Attach a `BPF_PROG_TYPE_PERF_EVENT` program to the software page-fault counter of
+/// CPU 0, every process (PERF_TYPE_SOFTWARE, PERF_COUNT_SW_PAGE_FAULTS), as the agent's
+/// `perf_event` page-fault variant does on every CPU.
+pub fn attach_perf_software_page_faults(prog: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    perf_attach(prog, PERF_TYPE_SOFTWARE, PERF_COUNT_SW_PAGE_FAULTS, 0)
 }
 
 /// Attach a `BPF_PROG_TYPE_KPROBE` program at the entry of `func` through the kprobe

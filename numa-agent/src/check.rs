@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::{
     bpf_sys, operator_metrics, privileges,
-    sensors::{balancing, page_alloc, sched_migrate, task},
+    sensors::{balancing, page_alloc, page_fault, sched_migrate, task},
     topology::Topology,
     tracefs::{self, Tracefs},
 };
@@ -162,7 +162,8 @@ pub fn run(input: &CheckInput) -> Report {
         ),
         tracepoint_probe(
             "mm_page_alloc",
-            "remote memory placement (NUMAAccessError, numa_memory_accesses_total)",
+            "remote memory placement (NUMAAccessError, numa_memory_accesses_total); the raw \
+             variant also needs its struct page layout to calibrate at start",
             page_alloc::CATEGORY,
             page_alloc::EVENT,
             tracefs.as_ref(),
@@ -171,7 +172,8 @@ pub fn run(input: &CheckInput) -> Report {
                 let f = t.event_format(page_alloc::CATEGORY, page_alloc::EVENT)?;
                 page_alloc::config_from_format(&f).map(|_| ())
             },
-        ),
+        )
+        .implementing(&page_alloc::VARIANTS.map(|(v, _)| v)),
         numa_fault_probe(btf.as_ref()),
     ];
     // NUMA-balancing probes (optional: `run` goes on without them).
@@ -183,6 +185,7 @@ pub fn run(input: &CheckInput) -> Report {
         p
     };
     let mut probes = probes;
+    probes.push(optional(page_fault_probe(tracefs.as_ref(), btf.as_ref())));
     for (event, purpose) in [
         (balancing::MOVE_EVENT, "NUMA-balancing task moves"),
         (balancing::SWAP_EVENT, "NUMA-balancing task swaps"),
@@ -742,6 +745,50 @@ fn tracepoint_probe(
         variants: vec![tp_btf, raw, classic],
         uses,
     }
+}
+
+impl ProbeCheck {
+    /// The agent implements `variants` of this probe, preferred first, and uses the
+    /// first one that attaches here.
+    fn implementing(mut self, variants: &[&'static str]) -> Self {
+        self.uses = variants.iter().copied().find(|v| {
+            self.variants
+                .iter()
+                .any(|c| c.variant == *v && c.attachable)
+        });
+        self.status = if self.uses.is_some() {
+            Status::Ok
+        } else {
+            Status::Fail
+        };
+        self
+    }
+}
+
+/// Sampled user page faults: the software page-fault counter (any architecture),
+/// then the x86 `exceptions:page_fault_user` tracepoint's variants.
+fn page_fault_probe(tracefs: Option<&Tracefs>, btf: Option<&aya::Btf>) -> ProbeCheck {
+    let counter = variant_result(
+        "perf_event",
+        "software:page-faults".to_owned(),
+        try_load_attach(bpf_prog_type::BPF_PROG_TYPE_PERF_EVENT, 0, 0, |fd| {
+            bpf_sys::attach_perf_software_page_faults(fd)
+        }),
+    );
+    let mut check = tracepoint_probe(
+        "page_fault_user",
+        "sampled user page faults (numa_sampled_faults_total, --fault-sample-rate)",
+        page_fault::CATEGORY,
+        page_fault::EVENT,
+        tracefs,
+        btf,
+        |t| {
+            let f = t.event_format(page_fault::CATEGORY, page_fault::EVENT)?;
+            page_fault::config_from_format(&f, 1).map(|_| ())
+        },
+    );
+    check.variants.insert(0, counter);
+    check.implementing(&page_fault::VARIANTS.map(|(v, _)| v))
 }
 
 fn tracepoint_id(t: &Tracefs, category: &str, event: &str) -> Result<u64, (String, String)> {

@@ -66,7 +66,27 @@ fn check_agrees_with_the_host() {
     assert_eq!(code, 0, "check says run cannot work: {report:#}");
     assert_eq!(report["run_can_work"], true);
     let agent = Agent::start(&["run", "--metrics-addr", "127.0.0.1:0"]).expect("run works");
+    let metrics = agent.http_get("/metrics").expect("metrics");
     agent.stop().expect("stops");
+
+    // The variant check says the agent uses is the one the agent attached.
+    for probe in ["mm_page_alloc", "page_fault_user"] {
+        let uses = report["probes"]
+            .as_array()
+            .expect("probes")
+            .iter()
+            .find(|p| p["probe"] == probe)
+            .unwrap_or_else(|| panic!("{probe} not in the report: {report:#}"))["uses"]
+            .as_str()
+            .unwrap_or_else(|| panic!("check says no {probe} variant works: {report:#}"))
+            .to_owned();
+        let attached = format!(r#"numa_probe_attached{{probe="{probe}",variant="{uses}"}}"#);
+        assert_eq!(
+            numa_tests::agent::sample(&metrics, &attached),
+            Some(1.0),
+            "check says {probe} uses {uses}; the agent reports:\n{metrics}"
+        );
+    }
 
     // cgroup mode vs statfs: hybrid = tmpfs at /sys/fs/cgroup with cgroup2 at unified/.
     let mode = fact(&report, "cgroup mode")["value"]
