@@ -433,10 +433,6 @@ fn attach_tracepoint(
     Ok(())
 }
 
-/// Attach `exceptions:page_fault_user` by capability, newest variant first (bcc
-/// libbpf-tools numamove.c does the same with fentry/kprobe): `tp_btf` needs kernel
-/// BTF, `raw_tracepoint` needs nothing but the tracepoint, the classic tracepoint is
-/// the last resort. Each failure is logged with its reason.
 /// The first page-alloc variant that attaches (and, for the raw one, calibrates), or
 /// the classic tracepoint's error: without this probe there is no page placement.
 fn attach_page_alloc(ebpf: &mut Ebpf, only: &[String]) -> Result<ProbeStatus, SensorError> {
@@ -520,8 +516,12 @@ fn calibrate_page_layout(ebpf: &mut Ebpf) -> Result<(), SensorError> {
     array.set(0, layout, 0).map_err(map_err)
 }
 
-/// The first page-fault variant that attaches. `no_tracepoint` says why this kernel
-/// has no `page_fault_user` tracepoint (arm64): then only `perf_event` is tried.
+/// Attach the page-fault sampler by capability, cheapest variant first (bcc's
+/// libbpf-tools numamove.c picks fentry/kprobe the same way): the software counter
+/// needs only perf events, `tp_btf` needs kernel BTF, `raw_tracepoint` nothing but the
+/// tracepoint, the classic tracepoint is the last resort. Each failure is logged with
+/// its reason. `no_tracepoint` says why this kernel has no `page_fault_user`
+/// tracepoint (arm64): then only `perf_event` is tried.
 fn attach_page_fault(
     ebpf: &mut Ebpf,
     only: &[String],
