@@ -483,37 +483,22 @@ fn attach_page_alloc(ebpf: &mut Ebpf, only: &[String]) -> Result<ProbeStatus, Se
 /// Learn the `struct page` layout with the raw program attached and hand it to the
 /// program (numa-common `maps::PAGE_LAYOUT`); until then it counts nothing.
 fn calibrate_page_layout(ebpf: &mut Ebpf) -> Result<(), SensorError> {
-    let layout = {
-        let map = ebpf
-            .map_mut(maps::PAGE_CALIBRATION)
-            .ok_or(SensorError::MissingMap {
-                name: maps::PAGE_CALIBRATION,
-            })?;
-        let mut slot: Array<&mut MapData, PageCalibration> =
-            Array::try_from(map).map_err(|source| SensorError::Map {
-                name: maps::PAGE_CALIBRATION,
-                source,
-            })?;
-        page_layout::calibrate(&mut slot)?
-    };
+    let layout = page_layout::calibrate(&mut borrowed_array::<PageCalibration>(
+        ebpf,
+        maps::PAGE_CALIBRATION,
+    )?)?;
     log::info!(
         "struct page layout: vmemmap at {:#x}, {} bytes per page (checked against \
          /proc/self/pagemap)",
         layout.vmemmap,
         layout.page_size
     );
-    let map_err = |source| SensorError::Map {
-        name: maps::PAGE_LAYOUT,
-        source,
-    };
-    let map = ebpf
-        .map_mut(maps::PAGE_LAYOUT)
-        .ok_or(SensorError::MissingMap {
+    borrowed_array(ebpf, maps::PAGE_LAYOUT)?
+        .set(0, layout, 0)
+        .map_err(|source| SensorError::Map {
             name: maps::PAGE_LAYOUT,
-        })?;
-    let mut array: Array<&mut MapData, numa_common::PageLayout> =
-        Array::try_from(map).map_err(map_err)?;
-    array.set(0, layout, 0).map_err(map_err)
+            source,
+        })
 }
 
 /// Attach the page-fault sampler by capability, cheapest variant first (bcc's
@@ -662,6 +647,15 @@ where
         .map_err(prog_err)
 }
 
+/// Map `name` of the object as an array of `T`, left in the object.
+fn borrowed_array<'a, T: aya::Pod>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<Array<&'a mut MapData, T>, SensorError> {
+    let map = ebpf.map_mut(name).ok_or(SensorError::MissingMap { name })?;
+    Array::try_from(map).map_err(|source| SensorError::Map { name, source })
+}
+
 /// Take map `name` out of the object as the typed map `M`.
 fn take<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, SensorError>
 where
@@ -697,12 +691,7 @@ fn write_cpu_nodes(ebpf: &mut Ebpf, topology: &Topology) -> Result<(), SensorErr
         name: maps::CPU_NODE,
         source,
     };
-    let map = ebpf
-        .map_mut(maps::CPU_NODE)
-        .ok_or(SensorError::MissingMap {
-            name: maps::CPU_NODE,
-        })?;
-    let mut cpu_node: Array<&mut MapData, u32> = Array::try_from(map).map_err(map_err)?;
+    let mut cpu_node = borrowed_array::<u32>(ebpf, maps::CPU_NODE)?;
     let capacity = cpu_node.len();
     for (cpu, node) in topology.cpu_to_node().into_iter().enumerate() {
         let Ok(cpu) = u32::try_from(cpu) else { break };
