@@ -83,6 +83,10 @@ pub struct Topology {
     pub possible_cpus: u32,
     /// Online CPU ids, ascending.
     pub online_cpus: Vec<u32>,
+    /// Number of node ids (highest possible node id + 1, at least the online ones):
+    /// firmware lists nodes that memory can be hot-added to later (a CXL expander, a
+    /// DIMM slot of a memory-only node) as possible but not yet online.
+    pub possible_nodes: u32,
     /// Where it was read from and whether hwloc agreed, for logs and output.
     pub source: String,
 }
@@ -192,6 +196,7 @@ impl Topology {
         let online: BTreeSet<u32> = nodes.iter().flat_map(|n| n.cpus.iter().copied()).collect();
         Self {
             possible_cpus: online.last().map_or(0, |c| c + 1),
+            possible_nodes: nodes.last().map_or(0, |n| n.id + 1),
             online_cpus: online.into_iter().collect(),
             nodes,
             distances,

@@ -31,9 +31,10 @@ pub fn two_nodes_with_host_memory_on_node0() -> io::Result<TempDir> {
     Ok(dir)
 }
 
-/// Declare this host's memory blocks on `node` in the split at `root` (hot-add), or
-/// on no node (`None`: hot-remove). The block size file is written either way, so
-/// the tree always says memory blocks exist.
+/// Declare this host's memory blocks on `node` (0, 1 or 2) in the split at `root`
+/// (hot-add), or on no node (`None`: hot-remove); the node's directory is created if
+/// it is not there (a possible node coming online with its memory). The block size
+/// file is written either way, so the tree always says memory blocks exist.
 pub fn declare_host_memory(root: &Path, node: Option<u32>) -> io::Result<()> {
     let block_size = fs::read_to_string("/sys/devices/system/memory/block_size_bytes")?;
     write(
@@ -48,7 +49,7 @@ pub fn declare_host_memory(root: &Path, node: Option<u32>) -> io::Result<()> {
         {
             continue;
         }
-        for n in 0..2 {
+        for n in 0..3 {
             let path = root
                 .join(format!("devices/system/node/node{n}"))
                 .join(&name);

@@ -58,13 +58,17 @@ fn remote_placement_is_reported_and_local_is_not() {
 
 /// Memory hot-added to node0 (its blocks appear under the node in sysfs) while the
 /// agent runs: pages that were of unknown node are placed on node0 from the next
-/// access window on, and back to unknown after a hot-remove. The fixture tree stands
-/// in for the kernel's memory-block sysfs; the pages and their pfns are real.
+/// access window on, and back to unknown after a hot-remove; then the same memory
+/// comes up on node 2, a node that was possible but not online at start (a CXL
+/// expander's memory-only node), which the maps were sized for. The fixture tree
+/// stands in for the kernel's memory-block sysfs; the pages and their pfns are real.
 #[test]
 fn memory_hotplug_moves_placement_with_the_next_window() {
     require_privileges!();
     let split = split::two_nodes().expect("declared split");
     split::declare_host_memory(split.path(), None).expect("no memory on any node");
+    std::fs::write(split.path().join("devices/system/node/possible"), "0-2\n")
+        .expect("node 2 possible");
     let root = split.path().to_str().expect("utf-8 path");
     let agent = Agent::start(&[
         "run",
@@ -83,6 +87,7 @@ fn memory_hotplug_moves_placement_with_the_next_window() {
             ("before", None),
             ("hot-added", Some(0)),
             ("hot-removed", None),
+            ("hot-added on a new node", Some(2)),
         ] {
             split::declare_host_memory(split.path(), node)?;
             let label = node.map_or("unknown".to_owned(), |n| n.to_string());
@@ -117,7 +122,7 @@ fn memory_hotplug_moves_placement_with_the_next_window() {
         .filter(|l| l.contains("node memory ranges changed"))
         .count();
     assert_eq!(
-        changes, 2,
+        changes, 3,
         "one change per hotplug step: {:?}",
         stopped.stderr
     );

@@ -225,8 +225,7 @@ impl Sensors {
             return Err(SensorError::NotBuilt);
         }
         let format = tracefs.event_format(sched_migrate::CATEGORY, sched_migrate::EVENT)?;
-        // One slot per node id up to the highest, plus one for CPUs of unknown node.
-        let node_slots = topology.max_node_id().map_or(0, |id| id + 1) + 1;
+        let node_slots = node_slots(topology);
         let mut migrate_config = sched_migrate::config_from_format(&format, node_slots)?;
         migrate_config.agent_tgid = attribution.agent_tgid;
         let newtask_config =
@@ -625,6 +624,18 @@ fn attach_raw(ebpf: &mut Ebpf, name: &'static str, event: &str) -> Result<(), Se
     program.load().map_err(prog_err)?;
     program.attach(event).map_err(prog_err)?;
     Ok(())
+}
+
+/// Nodes beyond the online ones the node-pair maps are sized for up front (possible
+/// nodes memory may be hot-added to): the maps grow with the square of it.
+const MAX_SIZED_NODES: u32 = 16;
+
+/// One slot per node id up to the highest online one, or the highest possible one up
+/// to [`MAX_SIZED_NODES`], plus one for CPUs and pages of unknown node. A node id past
+/// them counts as unknown until the agent restarts.
+fn node_slots(topology: &Topology) -> u32 {
+    let online = topology.max_node_id().map_or(0, |id| id + 1);
+    online.max(topology.possible_nodes.min(MAX_SIZED_NODES)) + 1
 }
 
 /// Wrap a program's error with its name.

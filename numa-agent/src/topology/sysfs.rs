@@ -50,6 +50,7 @@ pub(super) fn read(root: &Path) -> Result<SysfsRead, TopologyError> {
             }],
             distances: BTreeMap::new(),
             possible_cpus: cpu_count(&possible, &online, &[]),
+            possible_nodes: 1,
             online_cpus: online,
             source: format!(
                 "sysfs {} (no devices/system/node: kernel without NUMA, one node)",
@@ -175,8 +176,10 @@ pub(super) fn read(root: &Path) -> Result<SysfsRead, TopologyError> {
     }
 
     let all_node_cpus: Vec<u32> = owner.keys().copied().collect();
+    let possible_nodes = optional_list(&node_dir.join("possible"))?.unwrap_or_default();
     let topology = Topology {
         possible_cpus: cpu_count(&possible, &online, &all_node_cpus),
+        possible_nodes: cpu_count(&possible_nodes, &online_nodes, &[]),
         nodes,
         distances,
         online_cpus: online,
@@ -185,7 +188,8 @@ pub(super) fn read(root: &Path) -> Result<SysfsRead, TopologyError> {
     Ok(SysfsRead { topology, warnings })
 }
 
-/// Number of CPU ids a per-CPU table needs: highest id anything mentions, plus one.
+/// Number of ids (CPUs, or nodes) a table indexed by them needs: the highest id
+/// anything mentions, plus one.
 fn cpu_count(possible: &[u32], online: &[u32], in_nodes: &[u32]) -> u32 {
     [possible.last(), online.last(), in_nodes.last()]
         .into_iter()

@@ -100,6 +100,7 @@ fn distance_columns_follow_online_nodes_not_ids() {
     assert_eq!(t.distance(2, 2), Some(10));
     assert_eq!(t.distance(0, 1), None, "node 1 is not online");
     assert_eq!(t.max_node_id(), Some(5));
+    assert_eq!(t.possible_nodes, 8, "node ids 0-7 are possible");
 }
 
 #[test]
