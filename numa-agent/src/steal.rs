@@ -85,20 +85,11 @@ impl StealClassifier {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::{sensors::sched_migrate::StealType, topology::Node};
+    use crate::sensors::sched_migrate::StealType;
 
     fn topology() -> Topology {
-        Topology::from_parts(
-            vec![Node::new(0, vec![0]), Node::new(1, vec![1])],
-            BTreeMap::from([
-                (0, BTreeMap::from([(0, 10), (1, 21)])),
-                (1, BTreeMap::from([(0, 21), (1, 10)])),
-            ]),
-            "test",
-        )
+        Topology::two_nodes_for_tests()
     }
 
     fn migration(tid: u32, src: Option<u32>, dst: Option<u32>) -> Migration {

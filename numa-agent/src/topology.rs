@@ -185,6 +185,19 @@ impl Topology {
         })
     }
 
+    /// Tests' two nodes: node0 = CPU 0, node1 = CPU 1, distances 10 local / 21 remote.
+    #[cfg(test)]
+    pub(crate) fn two_nodes_for_tests() -> Self {
+        Self::from_parts(
+            vec![Node::new(0, vec![0]), Node::new(1, vec![1])],
+            BTreeMap::from([
+                (0, BTreeMap::from([(0, 10), (1, 21)])),
+                (1, BTreeMap::from([(0, 21), (1, 10)])),
+            ]),
+            "test",
+        )
+    }
+
     /// A topology from parts (declared splits, tests): CPUs of the nodes are taken as
     /// the online and possible ones.
     pub fn from_parts(

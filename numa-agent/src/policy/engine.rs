@@ -615,7 +615,6 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use std::{
-        collections::BTreeMap,
         io::Write,
         path::Path,
         process::{Child, Command},
@@ -623,10 +622,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::{
-        policy::{evaluate::ResourceType, parse::parse_documents},
-        topology::Node,
-    };
+    use crate::policy::{evaluate::ResourceType, parse::parse_documents};
 
     #[derive(Clone, Default)]
     struct Shared(Arc<Mutex<Vec<u8>>>);
@@ -660,14 +656,7 @@ mod tests {
     }
 
     fn two_nodes() -> Topology {
-        Topology::from_parts(
-            vec![Node::new(0, vec![0]), Node::new(1, vec![1])],
-            BTreeMap::from([
-                (0, BTreeMap::from([(0, 10), (1, 21)])),
-                (1, BTreeMap::from([(0, 21), (1, 10)])),
-            ]),
-            "test",
-        )
+        Topology::two_nodes_for_tests()
     }
 
     fn status_cpus(pid: u32) -> String {

@@ -500,7 +500,10 @@ fn attach_fentry(ebpf: &mut Ebpf) -> Result<(), Unavailable> {
     program.attach().map_err(|e| {
         Unavailable::new(
             Unavailable::ATTACH_FAILED,
-            format!("attaching fentry on {HINT_FAULT_FUNCTION}: {}", chain(&e)),
+            format!(
+                "attaching fentry on {HINT_FAULT_FUNCTION}: {}",
+                super::error_chain(&e)
+            ),
         )
     })?;
     Ok(())
@@ -516,19 +519,7 @@ fn tracefs_unavailable(e: &TracefsError) -> Unavailable {
 }
 
 fn attach_unavailable(e: &SensorError) -> Unavailable {
-    Unavailable::new(Unavailable::ATTACH_FAILED, chain(e))
-}
-
-/// An error and its sources on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+    Unavailable::new(Unavailable::ATTACH_FAILED, super::error_chain(e))
 }
 
 #[cfg(test)]

@@ -598,6 +598,7 @@ fn attach_fault_counter(
     attached
 }
 
+/// An error and its sources on one line.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
