@@ -175,18 +175,7 @@ impl BalancingCollector {
     }
 }
 
-impl Collector for BalancingCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        self.gather().unwrap_or_else(|e| {
-            log::warn!("reading NUMA-balancing counters for /metrics failed: {e}");
-            Vec::new()
-        })
-    }
-}
+collector_from_gather!(BalancingCollector, "NUMA-balancing counters");
 
 /// The operator-facing line about `kernel.numa_balancing` at start.
 pub fn mode_message(mode: Option<u32>) -> (log::Level, String) {

@@ -233,18 +233,7 @@ impl KernelCollector {
     }
 }
 
-impl Collector for KernelCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        self.gather().unwrap_or_else(|e| {
-            log::warn!("reading kernel counters for /metrics failed: {e}");
-            Vec::new()
-        })
-    }
-}
+collector_from_gather!(KernelCollector, "kernel counters");
 
 async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     match metrics.render() {

@@ -146,18 +146,7 @@ impl BpfProgramCollector {
     }
 }
 
-impl Collector for BpfProgramCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        self.gather().unwrap_or_else(|e| {
-            log::warn!("eBPF program statistics for /metrics failed: {e}");
-            Vec::new()
-        })
-    }
-}
+collector_from_gather!(BpfProgramCollector, "eBPF program statistics");
 
 /// Register the topology the agent uses: `numa_topology_nodes` and `numa_node_cpus{node}`
 /// (constant for the agent's life: the agent reads sysfs once at start).

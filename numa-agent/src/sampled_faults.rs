@@ -293,18 +293,7 @@ impl SampledCollector {
     }
 }
 
-impl Collector for SampledCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        self.gather().unwrap_or_else(|e| {
-            log::warn!("rendering sampled-fault metrics failed: {e}");
-            Vec::new()
-        })
-    }
-}
+collector_from_gather!(SampledCollector, "sampled-fault counters");
 
 #[cfg(test)]
 mod tests {

@@ -412,18 +412,7 @@ impl WorkloadMetrics {
     }
 }
 
-impl Collector for WorkloadMetrics {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        self.gather().unwrap_or_else(|e| {
-            log::warn!("rendering workload metrics failed: {e}");
-            Vec::new()
-        })
-    }
-}
+collector_from_gather!(WorkloadMetrics, "workload counters");
 
 #[cfg(test)]
 mod tests {
