@@ -717,16 +717,7 @@ pub fn vm_scenario(workload: &str, duration: Duration) -> Result<String> {
 
     let trace = Trace::decisions(&format!("numa-balancing-{}", std::process::id()))
         .context("ftrace instance for sched_*_numa")?;
-    let agent = Agent::start(&[
-        "run",
-        "--events",
-        "json",
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--access-window",
-        "1s",
-        "--bpf-stats",
-    ])?;
+    let agent = Agent::start(&[&crate::scenarios::WINDOWED_RUN[..], &["--bpf-stats"]].concat())?;
     let first = bracket(&agent, &VMSTAT_KEYS, Some((&trace, "numa-b1")))?;
     let (pinned, released) = run_held_workload(
         &command(&[], 1, 1, &["--reset-policy", "--pin-node", "0", "--hold"]),

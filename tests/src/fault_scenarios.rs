@@ -95,14 +95,8 @@ pub fn sampled_faults_match(
     let rate_text = rate.to_string();
     // 1-page / 1-sample evidence: every window of the workload yields an event that
     // carries its sampled counts, so the test sees all of them.
-    let mut args = vec![
-        "run",
-        "--events",
-        "json",
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--access-window",
-        "1s",
+    let mut args = crate::scenarios::WINDOWED_RUN.to_vec();
+    args.extend_from_slice(&[
         "--max-cross-access",
         "0.1",
         "--min-access-pages",
@@ -111,7 +105,7 @@ pub fn sampled_faults_match(
         "1",
         "--fault-sample-rate",
         &rate_text,
-    ];
+    ]);
     if let Some(v) = variant {
         args.extend_from_slice(&["--fault-variant", v]);
     }

@@ -213,6 +213,18 @@ pub struct AccessCase {
     pub remote: Option<(u32, u32)>,
 }
 
+/// `numa-agent run` with JSON events on stdout, metrics on a free port and 1 s access
+/// windows: the start of every scenario that reads events per window.
+pub const WINDOWED_RUN: [&str; 7] = [
+    "run",
+    "--events",
+    "json",
+    "--metrics-addr",
+    "127.0.0.1:0",
+    "--access-window",
+    "1s",
+];
+
 /// Pages the `touch` workload maps.
 pub const TOUCH_MIB: usize = 64;
 
@@ -226,17 +238,8 @@ pub fn access_placement(
     sysfs_root: &str,
     cases: &[AccessCase],
 ) -> Result<String> {
-    let mut args = vec![
-        "run",
-        "--events",
-        "json",
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--access-window",
-        "1s",
-        "--max-cross-access",
-        "0.1",
-    ];
+    let mut args = WINDOWED_RUN.to_vec();
+    args.extend_from_slice(&["--max-cross-access", "0.1"]);
     args.extend_from_slice(agent_args);
     let agent = Agent::start(&args)?;
     let mut pids = Vec::new();
