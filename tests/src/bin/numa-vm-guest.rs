@@ -97,25 +97,10 @@ fn steal() -> Result<String> {
 /// and (4-node guest) to the memory-only node, whose distance row differs from its
 /// column.
 fn access() -> Result<String> {
-    let workload =
-        std::env::var("NUMA_WORKLOAD_BIN").unwrap_or_else(|_| "/usr/bin/numa-workload".into());
-    let cpu_nodes: std::collections::BTreeSet<u32> =
-        cpus_with_nodes()?.into_iter().map(|(_, n)| n).collect();
-    let memory_only: Vec<u32> = online_nodes()?
-        .into_iter()
-        .filter(|n| !cpu_nodes.contains(n))
-        .collect();
+    let memory_only = memory_only_nodes()?;
     let case = |label: &str, mem: u32, remote: Option<(u32, u32)>| scenarios::AccessCase {
         label: label.to_owned(),
-        command: vec![
-            "numactl".into(),
-            "--cpunodebind=0".into(),
-            format!("--membind={mem}"),
-            workload.clone(),
-            "touch".into(),
-            "--hold".into(),
-            "1500ms".into(),
-        ],
+        command: touch_on_node0_cpus(mem),
         remote,
     };
     let mut cases = vec![
@@ -145,25 +130,13 @@ fn faults() -> Result<String> {
     if !std::path::Path::new("/sys/kernel/tracing/events/exceptions/page_fault_user").exists() {
         anyhow::bail!("no exceptions:page_fault_user in this x86 guest's tracefs");
     }
-    let workload =
-        std::env::var("NUMA_WORKLOAD_BIN").unwrap_or_else(|_| "/usr/bin/numa-workload".into());
-    let cpu_nodes: std::collections::BTreeSet<u32> =
-        cpus_with_nodes()?.into_iter().map(|(_, n)| n).collect();
     let mut targets = vec![1];
-    targets.extend(online_nodes()?.into_iter().find(|n| !cpu_nodes.contains(n)));
+    targets.extend(memory_only_nodes()?.first());
     let mut report = Vec::new();
     for mem in targets {
         let case = fault_scenarios::FaultCase {
             label: format!("numactl --cpunodebind=0 --membind={mem}"),
-            command: vec![
-                "numactl".into(),
-                "--cpunodebind=0".into(),
-                format!("--membind={mem}"),
-                workload.clone(),
-                "touch".into(),
-                "--hold".into(),
-                "1500ms".into(),
-            ],
+            command: touch_on_node0_cpus(mem),
             cpu_node: 0,
             mem_node: mem,
         };
@@ -181,6 +154,29 @@ fn faults() -> Result<String> {
     Ok(report.join("; "))
 }
 
+/// `numa-workload touch` under numactl: node 0's CPUs, memory bound to node `mem`.
+fn touch_on_node0_cpus(mem: u32) -> Vec<String> {
+    vec![
+        "numactl".into(),
+        "--cpunodebind=0".into(),
+        format!("--membind={mem}"),
+        guest_workload(),
+        "touch".into(),
+        "--hold".into(),
+        "1500ms".into(),
+    ]
+}
+
+/// Online nodes without CPUs, ascending.
+fn memory_only_nodes() -> Result<Vec<u32>> {
+    let cpu_nodes: std::collections::BTreeSet<u32> =
+        cpus_with_nodes()?.into_iter().map(|(_, n)| n).collect();
+    Ok(online_nodes()?
+        .into_iter()
+        .filter(|n| !cpu_nodes.contains(n))
+        .collect())
+}
+
 fn online_nodes() -> Result<Vec<u32>> {
     let text = fs::read_to_string("/sys/devices/system/node/online")?;
     let mut out = Vec::new();
@@ -194,7 +190,10 @@ fn online_nodes() -> Result<Vec<u32>> {
 /// NUMA balancing turned on in the guest, with misplaced workloads; every counter
 /// against /proc/vmstat and ftrace (numa_tests::balancing::vm_scenario).
 fn balancing() -> Result<String> {
-    let workload =
-        std::env::var("NUMA_WORKLOAD_BIN").unwrap_or_else(|_| "/usr/bin/numa-workload".into());
-    numa_tests::balancing::vm_scenario(&workload, std::time::Duration::from_secs(10))
+    numa_tests::balancing::vm_scenario(&guest_workload(), std::time::Duration::from_secs(10))
+}
+
+/// The workload binary in the guest's initramfs (`NUMA_WORKLOAD_BIN` overrides).
+fn guest_workload() -> String {
+    std::env::var("NUMA_WORKLOAD_BIN").unwrap_or_else(|_| "/usr/bin/numa-workload".into())
 }
