@@ -100,7 +100,15 @@ fn finish(attach: Attach, limit: Duration) -> Vec<Value> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
-            let err: Vec<String> = stderr.try_iter().collect();
+            // The reader thread may still be forwarding the last lines: read until it
+            // hits EOF (the channel closes), with a bound in case something holds the pipe.
+            let mut err = Vec::new();
+            let until = Instant::now() + Duration::from_secs(5);
+            while let Ok(line) =
+                stderr.recv_timeout(until.saturating_duration_since(Instant::now()))
+            {
+                err.push(line);
+            }
             assert!(status.success(), "attach failed ({status}): {err:?}");
             assert!(
                 err.iter().any(|l| l.contains("the target exited")),
