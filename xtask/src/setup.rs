@@ -81,11 +81,28 @@ fn apt_get(args: &[&str]) -> Command {
     cmd
 }
 
+/// The nightly toolchain's sysroot; on a machine without nightly, install it first
+/// (minimal profile plus rust-src, which `-Z build-std` needs).
 fn nightly_sysroot() -> Result<PathBuf> {
-    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"])).context(
-        "the nightly toolchain is needed to build the eBPF programs; install it with \
-         `rustup toolchain install nightly`",
-    )?;
+    let print = || output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]));
+    let sysroot = match print() {
+        Ok(s) => s,
+        Err(_) => {
+            println!("setup: installing the nightly toolchain (the eBPF programs need it)");
+            let mut cmd = Command::new("rustup");
+            cmd.args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+                "--component",
+                "rust-src",
+            ]);
+            run_checked(cmd).context("installing the nightly toolchain with rustup")?;
+            print().context("the nightly toolchain is installed but `rustc +nightly` fails")?
+        }
+    };
     Ok(PathBuf::from(sysroot.trim()))
 }
 
@@ -155,6 +172,14 @@ fn ensure_bpf_linker() -> Result<()> {
 }
 
 fn find_libllvm(lib_dir: &Path) -> Result<PathBuf> {
+    // Newer nightlies ship `libLLVM-<ver>-rust-*.so` as a one-line linker script
+    // (`INPUT(libLLVM.so.<ver>...)`) next to the real library: take the ELF file.
+    let is_elf = |p: &Path| {
+        let mut magic = [0u8; 4];
+        fs::File::open(p)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .is_ok_and(|()| &magic == b"\x7fELF")
+    };
     fs::read_dir(lib_dir)
         .with_context(|| format!("listing {}", lib_dir.display()))?
         .filter_map(|e| e.ok())
@@ -163,6 +188,7 @@ fn find_libllvm(lib_dir: &Path) -> Result<PathBuf> {
             p.file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with("libLLVM.so.") || n.starts_with("libLLVM-"))
+                && is_elf(p)
         })
         .with_context(|| format!("no libLLVM shared library in {}", lib_dir.display()))
 }
