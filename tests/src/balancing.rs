@@ -487,23 +487,8 @@ pub fn sched_numa_pages_migrated(pid: &str) -> Option<u64> {
 pub fn run_misplaced(opts: &Misplaced) -> Result<()> {
     let bytes = opts.mib << 20;
     let page = 4096;
-    // SAFETY: a fresh private anonymous mapping; only written within its length.
-    let addr = unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error().into());
-        }
-        // Base pages: one hinting fault per page, like the vmstat counts.
-        libc::madvise(p, bytes, libc::MADV_NOHUGEPAGE);
-        p.cast::<u8>()
-    };
+    // Base pages: one hinting fault per page, like the vmstat counts.
+    let addr = crate::memory::map_base_pages(bytes)?.cast::<u8>();
     let touch = || {
         for off in (0..bytes).step_by(page) {
             // SAFETY: within the mapping.

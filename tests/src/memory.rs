@@ -27,21 +27,9 @@ pub fn numa_maps_pages(numa_maps: &str, addr: usize) -> Option<BTreeMap<u32, u64
 /// what a benchmark of the fault path compares) in wall time and in this thread's CPU
 /// time. The mapping is left in place: the caller's process holds it.
 pub fn touch_and_locate(bytes: usize) -> io::Result<(String, TouchTime)> {
+    let p = map_base_pages(bytes)?;
     // SAFETY: a fresh private anonymous mapping; only written within its length.
     let (addr, elapsed) = unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        // One page per allocation event, so the count is exact in pages.
-        libc::madvise(p, bytes, libc::MADV_NOHUGEPAGE);
         let page = 4096;
         let start = (std::time::Instant::now(), thread_cpu_time());
         for off in (0..bytes).step_by(page) {
@@ -62,6 +50,62 @@ pub fn touch_and_locate(bytes: usize) -> io::Result<(String, TouchTime)> {
         .collect::<Vec<_>>()
         .join(" ");
     Ok((placement, elapsed))
+}
+
+/// Map `bytes` of anonymous memory without huge pages, write one byte per page, unmap
+/// it, `reps` times: every page is a fresh fault and a fresh page allocation, the
+/// kernel path the sensor's page-fault and page-alloc programs sit on. Returns this
+/// thread's CPU time for each repetition, from mmap to the last write: the unmap,
+/// which no probe sits on, is left out so the figure is the faults'.
+pub fn churn(bytes: usize, reps: usize) -> io::Result<Vec<std::time::Duration>> {
+    (0..reps)
+        .map(|_| {
+            let start = thread_cpu_time();
+            let p = map_base_pages(bytes)?;
+            // SAFETY: a fresh private anonymous mapping, only written within its
+            // length and unmapped before the next one.
+            unsafe {
+                for off in (0..bytes).step_by(4096) {
+                    std::ptr::write_volatile(p.cast::<u8>().add(off), 1);
+                }
+                let elapsed = thread_cpu_time().saturating_sub(start);
+                libc::munmap(p, bytes);
+                Ok(elapsed)
+            }
+        })
+        .collect()
+}
+
+/// A fresh private anonymous mapping of `bytes` without transparent huge pages: each
+/// 4 KiB page is one fault and one allocation event when first written, so counts
+/// are exact in pages (and one hinting fault per page under NUMA balancing).
+pub fn map_base_pages(bytes: usize) -> io::Result<*mut libc::c_void> {
+    // SAFETY: mmap of a new anonymous region touches no existing memory; madvise
+    // only advises on the region just mapped.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        libc::madvise(p, bytes, libc::MADV_NOHUGEPAGE);
+        Ok(p)
+    }
+}
+
+/// Minor faults the kernel counted for this process so far (getrusage `ru_minflt`).
+pub fn minor_faults() -> u64 {
+    // SAFETY: an all-zero rusage is valid, and getrusage only writes into it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid out pointer; RUSAGE_SELF always exists.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    usage.ru_minflt as u64
 }
 
 /// Time a touch loop took: wall clock, and CPU time of the touching thread (user and

@@ -49,6 +49,20 @@ enum Workload {
         #[arg(long, default_value = "2s", value_parser = humantime_duration)]
         hold: std::time::Duration,
     },
+    /// Map, touch and unmap `--mib` MiB `--reps` times (every page a first-touch fault
+    /// and a page allocation), then print each repetition's CPU time in ns, sorted
+    /// (`rep_cpu_ns <n>...`): a page-fault-heavy load whose low percentiles are steady
+    /// on a shared host, for the benchmark), then `minflt <n>`: the faults the kernel
+    /// counted for the process (getrusage).
+    Churn {
+        #[arg(long, default_value_t = 8)]
+        mib: usize,
+        #[arg(long, default_value_t = 300)]
+        reps: usize,
+        /// Pin to this CPU first.
+        #[arg(long)]
+        cpu: Option<usize>,
+    },
     /// Touch `--mib` MiB where the memory policy puts it, then (optionally) reset the
     /// policy to default, pin to a node or unpin, and keep writing every page for
     /// `--duration`: memory misplaced for NUMA balancing to find. Prints placement
@@ -142,6 +156,16 @@ fn main() -> anyhow::Result<()> {
             unpin_after,
             hold,
         })?,
+        Workload::Churn { mib, reps, cpu } => {
+            if let Some(cpu) = cpu {
+                pin::pin_self(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;
+            }
+            let mut times = numa_tests::memory::churn(mib << 20, reps)?;
+            times.sort();
+            let ns: Vec<String> = times.iter().map(|t| t.as_nanos().to_string()).collect();
+            println!("rep_cpu_ns {}", ns.join(" "));
+            println!("minflt {}", numa_tests::memory::minor_faults());
+        }
         Workload::Touch { mib, cpu, hold } => {
             if let Some(cpu) = cpu {
                 pin::pin_self(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;
