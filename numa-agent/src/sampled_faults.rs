@@ -19,7 +19,7 @@ use std::{
 };
 
 use prometheus::{
-    IntCounterVec, IntGauge, Opts,
+    Gauge, IntCounterVec, IntGauge, Opts,
     core::{Collector, Desc},
     proto::MetricFamily,
 };
@@ -232,12 +232,21 @@ fn rate_gauge() -> Result<IntGauge, prometheus::Error> {
     )
 }
 
+fn duty_gauge() -> Result<Gauge, prometheus::Error> {
+    Gauge::new(
+        "numa_fault_sample_duty",
+        "Share of each access window the page-fault sampler is attached (--fault-sample-duty); \
+         faults ~= samples * numa_fault_sample_rate / this, for a steady workload",
+    )
+}
+
 /// `/metrics` for sampled faults; registered only while the probe is attached, so
 /// on a kernel without it (arm64) the series are absent, never a measured zero.
 pub struct SampledCollector {
     totals: Arc<Mutex<SampledTotals>>,
     nodes: Vec<NodeId>,
     rate: u32,
+    duty: f64,
     descs: Vec<Desc>,
 }
 
@@ -246,11 +255,13 @@ impl SampledCollector {
         totals: Arc<Mutex<SampledTotals>>,
         nodes: Vec<NodeId>,
         rate: u32,
+        duty: f64,
     ) -> Result<Self, prometheus::Error> {
         let descs = [
             pairs_vec()?.desc(),
             unresolved_vec()?.desc(),
             rate_gauge()?.desc(),
+            duty_gauge()?.desc(),
         ]
         .into_iter()
         .flatten()
@@ -260,6 +271,7 @@ impl SampledCollector {
             totals,
             nodes,
             rate,
+            duty,
             descs,
         })
     }
@@ -289,7 +301,15 @@ impl SampledCollector {
         }
         let rate = rate_gauge()?;
         rate.set(i64::from(self.rate));
-        Ok([pairs.collect(), unresolved.collect(), rate.collect()].concat())
+        let duty = duty_gauge()?;
+        duty.set(self.duty);
+        Ok([
+            pairs.collect(),
+            unresolved.collect(),
+            rate.collect(),
+            duty.collect(),
+        ]
+        .concat())
     }
 }
 

@@ -105,6 +105,9 @@ pub fn sampled_faults_match(
         "1",
         "--fault-sample-rate",
         &rate_text,
+        // Counted against every fault the workload takes: the sampler stays attached.
+        "--fault-sample-duty",
+        "100",
     ]);
     if let Some(v) = variant {
         args.extend_from_slice(&["--fault-variant", v]);

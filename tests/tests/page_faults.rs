@@ -50,6 +50,66 @@ fn sampled_remote_faults_match_the_kernels_fault_count_for_every_variant() {
 /// samples; restricted to the tracepoint variants, the agent still runs, says the
 /// probe is unavailable, and exports no sampled-fault series (absent, not a measured
 /// zero).
+/// The duty cycle takes the sampler off the fault path for the rest of each window: a
+/// workload that faults without pause for about 6 s (1 s windows) gets one sample per
+/// 16 of its kernel-counted faults (getrusage) with the sampler held attached, and
+/// about a quarter of that with `--fault-sample-duty 25`. A sampler that never
+/// detached would give the first; one that never came back, under 0.05.
+#[test]
+fn the_duty_cycle_samples_only_the_share_of_each_window_it_is_attached() {
+    require_privileges!();
+    let split = split::two_nodes_with_host_memory_on_node0().expect("declared split");
+    let root = split.path().to_str().expect("utf-8 path");
+    // Every sample, resolved or not: the churn unmaps its pages soon after the fault.
+    let samples = |metrics: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("numa_sampled_faults_total{")
+                    || l.starts_with("numa_sampled_faults_unresolved_total{")
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    for (duty, band) in [("100", 0.9..1.15), ("25", 0.15..0.35)] {
+        let agent = numa_tests::agent::Agent::start(&[
+            "run",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--sysfs-root",
+            root,
+            "--access-window",
+            "1s",
+            "--fault-sample-rate",
+            "16",
+            "--fault-sample-duty",
+            duty,
+        ])
+        .expect("agent starts");
+        let before = samples(&agent.http_get("/metrics").expect("metrics"));
+        let out = std::process::Command::new(numa_tests::workload::workload_bin())
+            .args(["churn", "--mib", "8", "--reps", "1300", "--cpu", "1"])
+            .output()
+            .expect("numa-workload churn");
+        assert!(out.status.success(), "{out:?}");
+        let minflt: f64 = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("minflt ")?.trim().parse().ok())
+            .expect("minflt from numa-workload churn");
+        // Two drain ticks: every sample taken is in the ring buffer's reader by then.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let metrics = agent.http_get("/metrics").expect("metrics");
+        let stopped = agent.stop().expect("agent stops");
+        assert!(stopped.status.success(), "{}", stopped.stderr.join("\n"));
+        let share = (samples(&metrics) - before) / (minflt / 16.0);
+        eprintln!("duty {duty}%: {minflt} faults, sampled share {share:.3} of 1/16");
+        assert!(
+            band.contains(&share),
+            "--fault-sample-duty {duty}: {share:.3} of the faults/16 were sampled, expected {band:?}"
+        );
+    }
+}
+
 #[test]
 fn without_the_tracepoint_the_probe_is_unavailable_not_zero() {
     require_privileges!();

@@ -14,7 +14,11 @@ use std::{path::Path, sync::Arc};
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{BtfTracePoint, PerfEvent, ProgramError, RawTracePoint, TracePoint},
+    programs::{
+        BtfTracePoint, PerfEvent, ProgramError, RawTracePoint, TracePoint,
+        perf_event::PerfEventLinkId, raw_trace_point::RawTracePointLinkId,
+        tp_btf::BtfTracePointLinkId, trace_point::TracePointLinkId,
+    },
 };
 use numa_common::{
     AccessKey, NODE_UNKNOWN, PROBE_COUNT, PageCalibration, Probe, globals, maps, programs,
@@ -189,6 +193,8 @@ pub struct Sensors {
     pub balancing: Arc<balancing::BalancingCounters>,
     /// Hinting faults per thread group; `None` when fentry is unavailable.
     pub task_hint_faults: Option<PerCpuHashMap<MapData, u32, numa_common::HintFaultCounts>>,
+    /// The page-fault sampler, if asked for and attached.
+    fault_sampler: Option<FaultSampler>,
 }
 
 impl Sensors {
@@ -361,13 +367,16 @@ impl Sensors {
             ),
             page_alloc,
         ];
+        let mut fault_sampler = None;
         if let Some((cfg, no_tracepoint)) = &fault_config {
-            probes.push(attach_page_fault(
+            let (status, sampler) = attach_page_fault(
                 &mut ebpf,
                 &options.fault_variants,
                 cfg.sample_rate,
                 no_tracepoint.as_deref(),
-            ));
+            );
+            probes.push(status);
+            fault_sampler = sampler;
         }
         let balancing = balancing::attach(&mut ebpf, &balancing_setup)?;
         probes.extend(balancing.probes);
@@ -389,6 +398,7 @@ impl Sensors {
             logger,
             balancing: balancing.counters,
             task_hint_faults: balancing.task_hint_faults,
+            fault_sampler,
         };
         Ok((sensors, events))
     }
@@ -511,7 +521,7 @@ fn attach_page_fault(
     only: &[String],
     sample_rate: u32,
     no_tracepoint: Option<&str>,
-) -> ProbeStatus {
+) -> (ProbeStatus, Option<FaultSampler>) {
     let mut why = Vec::new();
     for (variant, name) in page_fault::VARIANTS {
         if !only.is_empty() && !only.iter().any(|v| v == variant) {
@@ -522,21 +532,32 @@ fn attach_page_fault(
             why.push(format!("{variant}: {reason}"));
             continue;
         }
-        let attached = match variant {
-            "perf_event" => attach_fault_counter(ebpf, name, sample_rate),
-            "tp_btf" => attach_btf(ebpf, name, page_fault::EVENT),
-            "raw_tracepoint" => attach_raw(ebpf, name, page_fault::EVENT),
-            _ => attach_tracepoint(ebpf, name, page_fault::CATEGORY, page_fault::EVENT),
-        };
+        let attached = load_fault_variant(ebpf, variant, name).and_then(|()| {
+            // Leave nothing loaded that the next variant replaces.
+            attach_fault_links(ebpf, variant, name, sample_rate).inspect_err(|_| {
+                if let Some(program) = ebpf.programs_mut().find(|(n, _)| *n == name) {
+                    let _ = unload(program.1);
+                }
+            })
+        });
         match attached {
-            Ok(()) => {
+            Ok(links) => {
                 let target = match variant {
                     "perf_event" => format!("software:page-faults:{sample_rate}"),
                     "tp_btf" => format!("btf_trace_{}", page_fault::EVENT),
                     "raw_tracepoint" => page_fault::EVENT.to_owned(),
                     _ => format!("{}:{}", page_fault::CATEGORY, page_fault::EVENT),
                 };
-                return ProbeStatus::attached(Probe::PageFaultUser, variant, target);
+                let sampler = FaultSampler {
+                    variant,
+                    program: name,
+                    sample_rate,
+                    links: Some(links),
+                };
+                return (
+                    ProbeStatus::attached(Probe::PageFaultUser, variant, target),
+                    Some(sampler),
+                );
             }
             Err(e) => {
                 let e = error_chain(&e);
@@ -554,7 +575,7 @@ fn attach_page_fault(
     } else {
         Unavailable::ATTACH_FAILED
     };
-    ProbeStatus::from_outcome(
+    let status = ProbeStatus::from_outcome(
         Probe::PageFaultUser,
         ProbeStatus::NONE,
         format!("{}:{}", page_fault::CATEGORY, page_fault::EVENT),
@@ -562,40 +583,163 @@ fn attach_page_fault(
             kind,
             detail: why.join("; "),
         }),
-    )
+    );
+    (status, None)
 }
 
-/// One software page-fault counter per online CPU, each running the program on every
-/// `sample_rate`-th fault taken there. A CPU brought online later has no counter (its
-/// faults go unsampled until the agent restarts). All or nothing: if one CPU's counter
-/// cannot be opened, the program is unloaded so the next variant can take over.
-fn attach_fault_counter(
+/// Unload a program through its typed handle (aya's `Program::unload` takes it by value).
+fn unload(program: &mut aya::programs::Program) -> Result<(), ProgramError> {
+    use aya::programs::Program as P;
+    match program {
+        P::PerfEvent(p) => p.unload(),
+        P::BtfTracePoint(p) => p.unload(),
+        P::RawTracePoint(p) => p.unload(),
+        P::TracePoint(p) => p.unload(),
+        _ => Err(ProgramError::UnexpectedProgramType),
+    }
+}
+
+/// The page-fault sampler as attached, kept so that its duty cycle can take it off the
+/// fault path and put it back ([`Sensors::set_fault_sampling`]). The program stays
+/// loaded; only its links come and go.
+struct FaultSampler {
+    variant: &'static str,
+    program: &'static str,
+    sample_rate: u32,
+    /// `None` while paused.
+    links: Option<FaultLinks>,
+}
+
+/// One attachment of the sampler. Detaching all of it is what makes a paused sampler
+/// free: the kernel turns the hook itself off when its last user goes (the
+/// `perf_swevent_enabled` static key in kernel/events/core.c, the tracepoint's static
+/// key in kernel/tracepoint.c), so faults no longer pay even the dispatch.
+enum FaultLinks {
+    /// One software page-fault counter per online CPU.
+    Counters(Vec<PerfEventLinkId>),
+    Btf(BtfTracePointLinkId),
+    Raw(RawTracePointLinkId),
+    Tracepoint(TracePointLinkId),
+}
+
+fn load_fault_variant(
     ebpf: &mut Ebpf,
+    variant: &str,
+    name: &'static str,
+) -> Result<(), SensorError> {
+    let prog_err = program_error(name);
+    match variant {
+        "perf_event" => typed_program::<PerfEvent>(ebpf, name)?.load(),
+        "tp_btf" => {
+            let btf = aya::Btf::from_sys_fs().map_err(|e| prog_err(ProgramError::Btf(e)))?;
+            typed_program::<BtfTracePoint>(ebpf, name)?.load(page_fault::EVENT, &btf)
+        }
+        "raw_tracepoint" => typed_program::<RawTracePoint>(ebpf, name)?.load(),
+        _ => typed_program::<TracePoint>(ebpf, name)?.load(),
+    }
+    .map_err(prog_err)
+}
+
+/// Attach the loaded program of `variant`. For `perf_event`: one software page-fault
+/// counter per online CPU, each running the program on every `sample_rate`-th fault
+/// taken there; a CPU brought online later has no counter (its faults go unsampled
+/// until the agent restarts); all or nothing, so a CPU whose counter cannot be opened
+/// leaves no counter on the others.
+fn attach_fault_links(
+    ebpf: &mut Ebpf,
+    variant: &str,
     name: &'static str,
     sample_rate: u32,
-) -> Result<(), SensorError> {
+) -> Result<FaultLinks, SensorError> {
     use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
     let prog_err = program_error(name);
-    let program: &mut PerfEvent = typed_program(ebpf, name)?;
-    program.load().map_err(prog_err)?;
-    let cpus = aya::util::online_cpus().map_err(|(_, e)| prog_err(ProgramError::IOError(e)));
-    let attached = cpus.and_then(|cpus| {
-        cpus.into_iter().try_for_each(|cpu| {
-            program
-                .attach(
+    Ok(match variant {
+        "perf_event" => {
+            let cpus =
+                aya::util::online_cpus().map_err(|(_, e)| prog_err(ProgramError::IOError(e)))?;
+            let program: &mut PerfEvent = typed_program(ebpf, name)?;
+            let mut links = Vec::with_capacity(cpus.len());
+            for cpu in cpus {
+                let attached = program.attach(
                     PerfEventConfig::Software(SoftwareEvent::PageFaults),
                     PerfEventScope::AllProcessesOneCpu { cpu },
                     SamplePolicy::Period(u64::from(sample_rate.max(1))),
                     false,
-                )
-                .map(drop)
-                .map_err(prog_err)
-        })
-    });
-    if attached.is_err() {
-        let _ = program.unload();
+                );
+                match attached {
+                    Ok(link) => links.push(link),
+                    Err(e) => {
+                        for link in links {
+                            let _ = program.detach(link);
+                        }
+                        return Err(prog_err(e));
+                    }
+                }
+            }
+            FaultLinks::Counters(links)
+        }
+        "tp_btf" => FaultLinks::Btf(
+            typed_program::<BtfTracePoint>(ebpf, name)?
+                .attach()
+                .map_err(prog_err)?,
+        ),
+        "raw_tracepoint" => FaultLinks::Raw(
+            typed_program::<RawTracePoint>(ebpf, name)?
+                .attach(page_fault::EVENT)
+                .map_err(prog_err)?,
+        ),
+        _ => FaultLinks::Tracepoint(
+            typed_program::<TracePoint>(ebpf, name)?
+                .attach(page_fault::CATEGORY, page_fault::EVENT)
+                .map_err(prog_err)?,
+        ),
+    })
+}
+
+fn detach_fault_links(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    links: FaultLinks,
+) -> Result<(), SensorError> {
+    let prog_err = program_error(name);
+    match links {
+        FaultLinks::Counters(links) => {
+            let program: &mut PerfEvent = typed_program(ebpf, name)?;
+            // Every counter goes, even if one of them fails to.
+            links
+                .into_iter()
+                .map(|link| program.detach(link))
+                .fold(Ok(()), Result::and)
+        }
+        FaultLinks::Btf(link) => typed_program::<BtfTracePoint>(ebpf, name)?.detach(link),
+        FaultLinks::Raw(link) => typed_program::<RawTracePoint>(ebpf, name)?.detach(link),
+        FaultLinks::Tracepoint(link) => typed_program::<TracePoint>(ebpf, name)?.detach(link),
     }
-    attached
+    .map_err(prog_err)
+}
+
+impl Sensors {
+    /// Put the page-fault sampler on the fault path (`true`) or take it off (`false`);
+    /// a no-op when it is already so, or when the probe is not attached at all. On an
+    /// error the sampler stays off and the next call tries again.
+    pub fn set_fault_sampling(&mut self, on: bool) -> Result<(), SensorError> {
+        let Some(sampler) = &mut self.fault_sampler else {
+            return Ok(());
+        };
+        match (on, sampler.links.take()) {
+            (true, None) => {
+                sampler.links = Some(attach_fault_links(
+                    &mut self._ebpf,
+                    sampler.variant,
+                    sampler.program,
+                    sampler.sample_rate,
+                )?);
+            }
+            (false, Some(links)) => detach_fault_links(&mut self._ebpf, sampler.program, links)?,
+            (_, links) => sampler.links = links,
+        }
+        Ok(())
+    }
 }
 
 /// An error and its sources on one line.
@@ -608,15 +752,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
-}
-
-fn attach_btf(ebpf: &mut Ebpf, name: &'static str, event: &str) -> Result<(), SensorError> {
-    let prog_err = program_error(name);
-    let btf = aya::Btf::from_sys_fs().map_err(|e| prog_err(ProgramError::Btf(e)))?;
-    let program: &mut BtfTracePoint = typed_program(ebpf, name)?;
-    program.load(event, &btf).map_err(prog_err)?;
-    program.attach().map_err(prog_err)?;
-    Ok(())
 }
 
 fn attach_raw(ebpf: &mut Ebpf, name: &'static str, event: &str) -> Result<(), SensorError> {

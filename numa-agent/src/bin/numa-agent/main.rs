@@ -246,12 +246,21 @@ struct RunArgs {
 
     /// Sample one user page fault in N per CPU (the kernel's software page-fault
     /// counter, else `exceptions:page_fault_user` on x86) and resolve each sample's
-    /// page to its node with move_pages(2); 0 turns the probe off, which saves a few
-    /// percent on fault-heavy workloads (README "Cost"). Counted in
+    /// page to its node with move_pages(2); 0 turns the probe off (see
+    /// --fault-sample-duty for what it costs while on). Counted in
     /// numa_sampled_faults_total and used for a workload's access ratio when its
     /// window has too few allocated pages (README).
     #[arg(long, value_name = "N", default_value_t = numa_agent::sensors::page_fault::DEFAULT_SAMPLE_RATE)]
     fault_sample_rate: u32,
+
+    /// Keep the page-fault sampler attached for this percentage of every
+    /// --access-window (its first part) and detached for the rest. While attached, the
+    /// hook costs every user fault on the host (a few percent on fault-heavy workloads,
+    /// whatever the rate); detached, nothing (README "Cost"). 100 keeps it attached.
+    /// Faults ~= samples x rate / duty, for a steady workload.
+    #[arg(long, value_name = "PERCENT", default_value_t = numa_agent::sensors::page_fault::DEFAULT_SAMPLE_DUTY,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    fault_sample_duty: u8,
 
     /// Internal (tests): try only these page-fault attach variants (`perf_event`,
     /// `tp_btf`, `raw_tracepoint`, `tracepoint`); the default tries all, cheapest first.

@@ -138,6 +138,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                     s.totals(),
                     topology.nodes.iter().map(|n| n.id).collect(),
                     args.fault_sample_rate,
+                    f64::from(args.fault_sample_duty) / 100.0,
                 )
                 .context("registering sampled-fault metrics")?,
             ))
@@ -252,6 +253,13 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut access_tick = tokio::time::interval(args.access_window);
     access_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The page-fault sampler's duty cycle: attached for the first part of each access
+    // window, detached for the rest (README "Cost"); `None` keeps it attached.
+    let sampler_on = (args.fault_sample_duty < 100).then(|| {
+        args.access_window
+            .mul_f64(f64::from(args.fault_sample_duty) / 100.0)
+    });
+    let mut pause_sampler_at: Option<tokio::time::Instant> = None;
     let mut windows = AccessWindows::default();
     let mut hint_faults = HintFaultReporter::default();
     let threshold = AccessThreshold {
@@ -266,7 +274,23 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                 guard.clear_ready();
             }
             _ = tick.tick() => pipeline.drain(ring.get_mut())?,
+            _ = tokio::time::sleep_until(pause_sampler_at.unwrap_or_else(tokio::time::Instant::now)),
+                if pause_sampler_at.is_some() => {
+                pause_sampler_at = None;
+                if let Err(e) = sensors.set_fault_sampling(false) {
+                    log::warn!("pausing the page-fault sampler: {}", anyhow::Error::from(e));
+                }
+            }
             _ = access_tick.tick() => {
+                if let Some(on) = sampler_on {
+                    match sensors.set_fault_sampling(true) {
+                        Ok(()) => pause_sampler_at = Some(tokio::time::Instant::now() + on),
+                        Err(e) => log::warn!(
+                            "re-attaching the page-fault sampler, no samples this window: {}",
+                            anyhow::Error::from(e)
+                        ),
+                    }
+                }
                 // Memory hot-added or removed since the last window: pages from now on
                 // are placed with the new ranges (memory blocks in sysfs).
                 match sensors.refresh_memory_ranges(&args.host.sysfs_root) {
