@@ -18,6 +18,9 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{run_checked, setup};
 
+/// numa-agent's default `--fault-sample-duty` (numa-agent/src/sensors/page_fault.rs).
+const DEFAULT_SAMPLE_DUTY: u8 = 10;
+
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// Migrations the workload causes per round.
@@ -31,7 +34,7 @@ pub struct BenchArgs {
 const BPFTRACE_ONE_LINER: &str =
     "tracepoint:sched:sched_migrate_task { @[args->orig_cpu, args->dest_cpu] = count(); }";
 const BPFTRACE_PAGE_ALLOC: &str = "tracepoint:kmem:mm_page_alloc { @[cpu] = count(); }";
-/// The agent's default page-fault variant: the software page-fault counter, one
+/// The agent's default page-fault variant here: the software page-fault counter, one
 /// program run per 64 faults per CPU (`--fault-sample-rate` 64).
 const BPFTRACE_PAGE_FAULT: &str = "software:page-faults:64 { @[cpu] = count(); }";
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
@@ -117,74 +120,9 @@ fn one_round(
 }
 
 /// Cost per hit of the page-alloc and page-fault programs next to a bpftrace counter
-/// on the same tracepoint, and the slowdown of a page-fault-heavy workload (touching
-/// 256 MiB page by page) with the agent attached vs detached. The workload times its
-/// own write loop (`touch_ns`), so process start-up and the agent's start are not in
-/// the figure; conditions rotate from round to round.
+/// on the same tracepoint, then the slowdown of a page-fault-heavy workload with the
+/// agent attached vs detached.
 fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Path) -> Result<()> {
-    // (wall, CPU time of the touching thread): CPU time leaves out time the workload
-    // spent preempted (by the agent's own threads on this small host, among others)
-    // and is much steadier here; wall is what a user sees.
-    let touch = || -> Result<[Duration; 2]> {
-        let out = Command::new(workload)
-            .args(["touch", "--mib", "256", "--cpu", "1", "--hold", "0ms"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .context("running numa-workload touch")?;
-        let text = String::from_utf8_lossy(&out.stderr);
-        let field = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-                .and_then(|n| n.trim().parse::<u64>().ok())
-                .map(Duration::from_nanos)
-                .with_context(|| format!("no {name} from numa-workload touch: {text}"))
-        };
-        Ok([field("touch_ns")?, field("touch_cpu_ns")?])
-    };
-    // The machine is shared and noisy: each condition's time is the median of
-    // TOUCHES runs, and the order of the conditions rotates from round to round.
-    const TOUCHES: usize = 15;
-    let median_touch = || -> Result<[Duration; 2]> {
-        let runs = (0..TOUCHES).map(|_| touch()).collect::<Result<Vec<_>>>()?;
-        Ok(std::array::from_fn(|i| {
-            let mut t: Vec<Duration> = runs.iter().map(|r| r[i]).collect();
-            t.sort();
-            t[TOUCHES / 2]
-        }))
-    };
-    println!();
-    println!(
-        "page faults: `numa-workload touch --mib 256` (65536 first-touch faults); cost per hit \
-         of mm_page_alloc (variant as the agent picks it) vs `bpftrace -e '{BPFTRACE_PAGE_ALLOC}'` \
-         and of the page-fault sampler (default --fault-sample-rate, variant as the agent picks \
-         it: with perf_event, n counts the sampled faults only) vs `bpftrace -e \
-         '{BPFTRACE_PAGE_FAULT}'`, with kernel.bpf_stats_enabled=1 only while the cost is read"
-    );
-    println!(
-        "time of the touch loop, CPU time of the touching thread (and wall time): detached (A), \
-         attached with defaults (B), with --fault-sample-rate 0 (C), with defaults but page \
-         faults sampled through the tp_btf tracepoint (D); each the median of {TOUCHES} runs, \
-         conditions in rotating order"
-    );
-    println!(
-        "{:>5} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>15}",
-        "round",
-        "alloc n",
-        "alloc ns",
-        "bpft ns",
-        "fault n",
-        "fault ns",
-        "bpft ns",
-        "A ms",
-        "B ms",
-        "C ms",
-        "D ms",
-        "B/A",
-        "C/A",
-        "D/A",
-        "wall B/A C/A D/A"
-    );
     let start_agent = |extra: &[&str]| {
         spawn_until(
             Command::new(agent)
@@ -195,98 +133,177 @@ fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Pa
             Stream::Stderr,
         )
     };
-    const CONDITIONS: [Option<&[&str]>; 4] = [
-        None,
-        Some(&[]),
-        Some(&["--fault-sample-rate", "0"]),
-        Some(&["--fault-variant", "tp_btf"]),
-    ];
-    // [cpu, wall] x [B, C, D]
-    let mut ratios: [[Vec<f64>; 3]; 2] = Default::default();
-    for round in 1..=args.rounds.max(5) {
-        let mut agent = start_agent(&[])?;
-        let mut bpftrace_alloc = spawn_until(
-            Command::new("bpftrace").args(["-e", BPFTRACE_PAGE_ALLOC]),
-            "Attaching",
-            Stream::Stdout,
-        )?;
-        let mut bpftrace_fault = spawn_until(
-            Command::new("bpftrace").args(["-e", BPFTRACE_PAGE_FAULT]),
-            "Attaching",
-            Stream::Stdout,
-        )?;
+    println!();
+    println!(
+        "cost per hit, kernel.bpf_stats_enabled=1 only while it is read, over one `numa-workload \
+         churn` (614400 first-touch faults): mm_page_alloc (variant as the agent picks it) vs \
+         `bpftrace -e '{BPFTRACE_PAGE_ALLOC}'`; the page-fault sampler (default rate, held \
+         attached, variant as the agent picks it: with perf_event, n counts the sampled faults \
+         only) vs `bpftrace -e '{BPFTRACE_PAGE_FAULT}'`"
+    );
+    println!(
+        "{:>5} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9}",
+        "round", "alloc n", "alloc ns", "bpft ns", "fault n", "fault ns", "bpft ns"
+    );
+    for round in 1..=args.rounds {
+        let mut agent = start_agent(&["--fault-sample-duty", "100"])?;
+        let mut bpftrace = [BPFTRACE_PAGE_ALLOC, BPFTRACE_PAGE_FAULT].map(|prog| {
+            spawn_until(
+                Command::new("bpftrace").args(["-e", prog]),
+                "Attaching",
+                Stream::Stdout,
+            )
+        });
+        let [Ok(alloc_bt), Ok(fault_bt)] = &mut bpftrace else {
+            for b in bpftrace.iter_mut().flatten() {
+                let _ = stop(b);
+            }
+            let _ = stop(&mut agent);
+            bail!("bpftrace did not start: {:?}", bpftrace.map(|b| b.err()));
+        };
         let stats = || -> Result<[ProgStats; 4]> {
             let ours = prog_stats(agent.id())?;
             Ok([
                 total(&ours, "mm_page_alloc"),
-                total(&prog_stats(bpftrace_alloc.id())?, ""),
+                total(&prog_stats(alloc_bt.id())?, ""),
                 // Kernel program names are cut at 15 bytes (`page_fault_samp`).
                 total(&ours, "page_fault"),
-                total(&prog_stats(bpftrace_fault.id())?, ""),
+                total(&prog_stats(fault_bt.id())?, ""),
             ])
         };
         // Statistics cost two clock reads per program run: on only while measuring
         // cost, off while timing the workload (as the agent runs by default).
         fs::write(BPF_STATS, "1").context("enabling kernel.bpf_stats_enabled")?;
         let before = stats()?;
-        let _ = touch()?;
+        let _ = churn_p10(workload)?;
         let after = stats()?;
         fs::write(BPF_STATS, "0").context("disabling kernel.bpf_stats_enabled")?;
-        stop(&mut bpftrace_alloc)?;
-        stop(&mut bpftrace_fault)?;
-        let [alloc, alloc_bt, fault, fault_bt] = std::array::from_fn(|i| after[i].since(before[i]));
+        stop(alloc_bt)?;
+        stop(fault_bt)?;
         stop(&mut agent)?;
-        // The slowdown is measured with the agent alone attached (or nothing).
-        let mut times = [[Duration::ZERO; 2]; CONDITIONS.len()];
-        for i in 0..CONDITIONS.len() {
-            let condition = (i + round) % CONDITIONS.len();
-            let mut agent = CONDITIONS[condition].map(start_agent).transpose()?;
-            times[condition] = median_touch()?;
-            if let Some(a) = &mut agent {
-                stop(a)?;
-            }
-        }
-        let ms = |i: usize| times[i][1].as_secs_f64() * 1e3;
-        let ratio = |i: usize, k: usize| times[i][k].as_secs_f64() / times[0][k].as_secs_f64();
-        for (k, per_kind) in ratios.iter_mut().enumerate() {
-            for (i, r) in per_kind.iter_mut().enumerate() {
-                r.push(ratio(i + 1, 1 - k));
-            }
-        }
+        let [alloc, alloc_bt, fault, fault_bt] = std::array::from_fn(|i| after[i].since(before[i]));
         println!(
-            "{round:>5} {:>8} {:>9.1} {:>9.1} {:>8} {:>9.1} {:>9.1} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>7.3} {:>7.3} {:>7.3} {:>5.3} {:>5.3} {:>5.3}",
+            "{round:>5} {:>8} {:>9.1} {:>9.1} {:>8} {:>9.1} {:>9.1}",
             alloc.run_cnt,
             alloc.ns_per_hit(),
             alloc_bt.ns_per_hit(),
             fault.run_cnt,
             fault.ns_per_hit(),
             fault_bt.ns_per_hit(),
-            ms(0),
-            ms(1),
-            ms(2),
-            ms(3),
-            ratio(1, 1),
-            ratio(2, 1),
-            ratio(3, 1),
-            ratio(1, 0),
-            ratio(2, 0),
-            ratio(3, 0)
         );
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        (v[v.len() / 2] - 1.0) * 100.0
-    };
-    for (kind, [b, c, d]) in ["CPU time", "wall time"].into_iter().zip(&mut ratios) {
+
+    // The slowdown. Each measurement: one `churn` run, its 10th-percentile repetition
+    // (CPU time of the touching thread: steady here, where the median and the wall
+    // time carry the shared host's steal). Each condition's run sits between two
+    // detached runs and is divided by their mean, so drift of the host cancels;
+    // conditions rotate from round to round. The agent is started before and stopped
+    // after its run, so its start-up is not timed.
+    const CONDITIONS: [(&str, &[&str]); 3] = [
+        (
+            "defaults but 1 s access windows, so a run spans whole duty cycles (its 10th \
+             percentile comes from the 90% with the sampler detached)",
+            &["--access-window", "1s"],
+        ),
+        (
+            "sampler always attached (--fault-sample-duty 100)",
+            &["--fault-sample-duty", "100"],
+        ),
+        (
+            "page-fault probe off (--fault-sample-rate 0)",
+            &["--fault-sample-rate", "0"],
+        ),
+    ];
+    let rounds = args.rounds.max(3) * 5;
+    println!();
+    println!(
+        "slowdown of `numa-workload {}` (8 MiB mapped and touched page by page, 300 times: \
+         614400 first-touch faults and page allocations; each repetition timed from mmap to \
+         its last write, in CPU time of the touching thread), agent attached vs detached: the \
+         10th-percentile repetition of each run, each attached run over the mean of the \
+         detached runs just before and after it; {rounds} rounds, conditions rotating",
+        CHURN.join(" ")
+    );
+    for (i, (label, _)) in CONDITIONS.iter().enumerate() {
+        println!("  {}: {label}", (b'A' + i as u8) as char);
+    }
+    println!(
+        "{:>5} {:>9} {:>8} {:>8} {:>8}",
+        "round", "detached", "A", "B", "C"
+    );
+    let mut ratios: [Vec<f64>; CONDITIONS.len()] = Default::default();
+    for round in 0..rounds {
+        let mut before = churn_p10(workload)?;
+        let mut row = [0.0; CONDITIONS.len()];
+        for k in 0..CONDITIONS.len() {
+            let c = (k + round) % CONDITIONS.len();
+            let mut agent = start_agent(CONDITIONS[c].1)?;
+            let attached = churn_p10(workload);
+            stop(&mut agent)?;
+            let after = churn_p10(workload)?;
+            row[c] = attached? / ((before + after) / 2.0);
+            ratios[c].push(row[c]);
+            before = after;
+        }
         println!(
-            "median slowdown ({kind}) with the agent attached: {:+.1}% (defaults), {:+.1}% \
-             (page-fault probe off), {:+.1}% (page faults sampled through the tp_btf tracepoint)",
-            median(b),
-            median(c),
-            median(d)
+            "{:>5} {:>7.2}ms {:>8.3} {:>8.3} {:>8.3}",
+            round + 1,
+            before / 1e6,
+            row[0],
+            row[1],
+            row[2]
         );
     }
+    let mut medians = [0.0; CONDITIONS.len()];
+    for (i, (label, _)) in CONDITIONS.iter().enumerate() {
+        let r = &mut ratios[i];
+        r.sort_by(f64::total_cmp);
+        let at = |q: f64| (r[((r.len() - 1) as f64 * q).round() as usize] - 1.0) * 100.0;
+        medians[i] = at(0.5);
+        println!(
+            "median slowdown, {label}: {:+.1}% (quartiles {:+.1}% .. {:+.1}%)",
+            at(0.5),
+            at(0.25),
+            at(0.75)
+        );
+    }
+    // A's 10th percentile comes from the part of its run with the sampler detached:
+    // it shows what the detached phase costs (C, if detaching takes the hook away).
+    // Over time the defaults cost C plus the duty's share of what the sampler adds
+    // while attached (B - C).
+    let duty = f64::from(DEFAULT_SAMPLE_DUTY) / 100.0;
+    println!(
+        "time-averaged estimate for the defaults (duty {DEFAULT_SAMPLE_DUTY}%): C + {duty} x (B - C) = \
+         {:+.1}%",
+        medians[2] + duty * (medians[1] - medians[2])
+    );
     Ok(())
+}
+
+/// The page-fault-heavy workload of the slowdown measurement, on CPU 1 (node1 of the
+/// declared split): a remote first-touch for every page.
+const CHURN: [&str; 7] = ["churn", "--mib", "8", "--reps", "300", "--cpu", "1"];
+
+/// One `churn` run's 10th-percentile repetition, in ns of CPU time.
+fn churn_p10(workload: &Path) -> Result<f64> {
+    let out = Command::new(workload)
+        .args(CHURN)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running numa-workload churn")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let reps: Vec<f64> = text
+        .strip_prefix("rep_cpu_ns ")
+        .map(|t| {
+            t.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !out.status.success() || reps.len() < 10 {
+        bail!("numa-workload churn: {}\n{text}", out.status);
+    }
+    Ok(reps[reps.len() / 10])
 }
 
 enum Stream {

@@ -54,22 +54,23 @@ enum Task {
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
-        Task::Build => build_agent().map(drop),
+        Task::Build => build_agent(Profile::Debug).map(drop),
         Task::Run { args } => {
-            let agent = build_agent()?;
+            let agent = build_agent(Profile::Debug)?;
             let mut cmd = Command::new(&agent);
             cmd.arg("run").args(args);
             exec(cmd)
         }
         Task::Test => test(),
         Task::Vm(args) => {
-            let agent = build_agent()?;
-            let guest = build_test_bin("numa-vm-guest")?;
-            vm::run(&args, &agent, &guest, &build_workload()?)
+            let agent = build_agent(Profile::Debug)?;
+            let guest = build_test_bin("numa-vm-guest", Profile::Debug)?;
+            vm::run(&args, &agent, &guest, &build_workload(Profile::Debug)?)
         }
         Task::Bench(args) => {
-            let agent = build_agent()?;
-            let workload = build_workload()?;
+            // Timed as users run it: optimised, agent and workload alike.
+            let agent = build_agent(Profile::Release)?;
+            let workload = build_workload(Profile::Release)?;
             bench::run(&args, &agent, &workload)
         }
         Task::BenchTopology { args } => {
@@ -116,38 +117,39 @@ pub fn run_checked(mut cmd: Command) -> Result<()> {
     Ok(())
 }
 
-fn build_agent() -> Result<PathBuf> {
-    setup::run()?;
-    let mut cmd = cargo();
-    cmd.args([
-        "build",
-        "--locked",
-        "--package",
-        "numa-agent",
-        "--bin",
-        "numa-agent",
-    ]);
-    run_checked(cmd)?;
-    Ok(workspace_root().join("target/debug/numa-agent"))
+#[derive(Clone, Copy, PartialEq)]
+enum Profile {
+    Debug,
+    Release,
 }
 
-fn build_workload() -> Result<PathBuf> {
-    build_test_bin("numa-workload")
+/// `cargo build` of one binary of `package`; returns its path.
+fn build_bin(package: &str, name: &str, profile: Profile) -> Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--locked", "--package", package, "--bin", name]);
+    if profile == Profile::Release {
+        cmd.arg("--release");
+    }
+    run_checked(cmd)?;
+    let dir = match profile {
+        Profile::Debug => "target/debug",
+        Profile::Release => "target/release",
+    };
+    Ok(workspace_root().join(dir).join(name))
+}
+
+fn build_agent(profile: Profile) -> Result<PathBuf> {
+    setup::run()?;
+    build_bin("numa-agent", "numa-agent", profile)
+}
+
+fn build_workload(profile: Profile) -> Result<PathBuf> {
+    build_test_bin("numa-workload", profile)
 }
 
 /// One of the `numa-tests` binaries (test workloads, the VM scenario runner).
-fn build_test_bin(name: &str) -> Result<PathBuf> {
-    let mut cmd = cargo();
-    cmd.args([
-        "build",
-        "--locked",
-        "--package",
-        "numa-tests",
-        "--bin",
-        name,
-    ]);
-    run_checked(cmd)?;
-    Ok(workspace_root().join("target/debug").join(name))
+fn build_test_bin(name: &str, profile: Profile) -> Result<PathBuf> {
+    build_bin("numa-tests", name, profile)
 }
 
 fn is_root() -> bool {
@@ -156,8 +158,8 @@ fn is_root() -> bool {
 }
 
 fn test() -> Result<()> {
-    let agent = build_agent()?;
-    let workload = build_workload()?;
+    let agent = build_agent(Profile::Debug)?;
+    let workload = build_workload(Profile::Debug)?;
 
     println!("== unit tests (default members)");
     let mut unit = cargo();
@@ -181,7 +183,7 @@ fn test() -> Result<()> {
     run_checked(integration)?;
 
     println!("== multi-node QEMU guests (Debian 6.1 and 6.12 kernels)");
-    let guest = build_test_bin("numa-vm-guest")?;
+    let guest = build_test_bin("numa-vm-guest", Profile::Debug)?;
     vm::run(&vm::VmArgs::all(), &agent, &guest, &workload)
 }
 
