@@ -535,8 +535,8 @@ fn attach_page_fault(
         let attached = load_fault_variant(ebpf, variant, name).and_then(|()| {
             // Leave nothing loaded that the next variant replaces.
             attach_fault_links(ebpf, variant, name, sample_rate).inspect_err(|_| {
-                if let Some(program) = ebpf.programs_mut().find(|(n, _)| *n == name) {
-                    let _ = unload(program.1);
+                if let Some(program) = ebpf.program_mut(name) {
+                    let _ = unload(program);
                 }
             })
         });

@@ -259,7 +259,7 @@ struct RunArgs {
     /// whatever the rate); detached, nothing (README "Cost"). 100 keeps it attached.
     /// Faults ~= samples x rate / duty, for a steady workload.
     #[arg(long, value_name = "PERCENT", default_value_t = numa_agent::sensors::page_fault::DEFAULT_SAMPLE_DUTY,
-          value_parser = clap::value_parser!(u8).range(1..=100))]
+          value_parser = parse_percent)]
     fault_sample_duty: u8,
 
     /// Internal (tests): try only these page-fault attach variants (`perf_event`,
@@ -314,6 +314,17 @@ struct RunArgs {
     bpf_stats: bool,
 }
 
+/// A whole percentage from 1 to 100, with or without a `%` sign.
+fn parse_percent(text: &str) -> Result<u8, String> {
+    let digits = text.trim().strip_suffix('%').unwrap_or(text.trim());
+    match digits.parse::<u8>() {
+        Ok(n @ 1..=100) => Ok(n),
+        _ => Err(format!(
+            "`{text}`: a whole percentage from 1 to 100, e.g. 10 or 10%"
+        )),
+    }
+}
+
 /// A ratio between 0 and 1 inclusive.
 fn parse_ratio(text: &str) -> Result<f64, String> {
     let value: f64 = text
@@ -350,6 +361,22 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!("numa-agent: error: {err:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_percent;
+
+    #[test]
+    fn percentages_take_an_optional_sign_and_stay_in_range() {
+        assert_eq!(parse_percent("10"), Ok(10));
+        assert_eq!(parse_percent("10%"), Ok(10));
+        assert_eq!(parse_percent("100%"), Ok(100));
+        for bad in ["0", "101", "abc", "%", "-5", "10.5"] {
+            let err = parse_percent(bad).expect_err(bad);
+            assert!(err.contains(bad) && err.contains("1 to 100"), "{err}");
         }
     }
 }
