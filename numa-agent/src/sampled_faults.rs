@@ -206,9 +206,10 @@ fn pairs_vec() -> Result<IntCounterVec, prometheus::Error> {
     IntCounterVec::new(
         Opts::new(
             "numa_sampled_faults_total",
-            "Sampled user page faults (exceptions:page_fault_user, 1 in numa_fault_sample_rate \
-             per CPU) whose page move_pages(2) placed, by the node of the faulting CPU and the \
-             node of the page; see README",
+            "Sampled user page faults (software page-fault counter or \
+             exceptions:page_fault_user: 1 in numa_fault_sample_rate per CPU while the sampler \
+             is attached, numa_fault_sample_duty of the time) whose page move_pages(2) placed, \
+             by the node of the faulting CPU and the node of the page; see README",
         ),
         &["cpu_node", "mem_node"],
     )
@@ -228,15 +229,16 @@ fn unresolved_vec() -> Result<IntCounterVec, prometheus::Error> {
 fn rate_gauge() -> Result<IntGauge, prometheus::Error> {
     IntGauge::new(
         "numa_fault_sample_rate",
-        "One user page fault in this many is sampled, counted per CPU",
+        "One user page fault in this many is sampled while the sampler is attached, counted \
+         per CPU",
     )
 }
 
 fn duty_gauge() -> Result<Gauge, prometheus::Error> {
     Gauge::new(
         "numa_fault_sample_duty",
-        "Share of each access window the page-fault sampler is attached (--fault-sample-duty); \
-         faults ~= samples * numa_fault_sample_rate / this, for a steady workload",
+        "Share of each access window the page-fault sampler is attached (--fault-sample-duty \
+         / 100); faults ~= samples * numa_fault_sample_rate / this, for a steady workload",
     )
 }
 

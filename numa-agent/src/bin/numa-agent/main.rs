@@ -250,15 +250,20 @@ struct RunArgs {
     /// --fault-sample-duty for what it costs while on). Counted in
     /// numa_sampled_faults_total and used for a workload's access ratio when its
     /// window has too few allocated pages (README).
-    #[arg(long, value_name = "N", default_value_t = numa_agent::sensors::page_fault::DEFAULT_SAMPLE_RATE)]
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          default_value_t = numa_agent::sensors::page_fault::DEFAULT_SAMPLE_RATE)]
     fault_sample_rate: u32,
 
-    /// Keep the page-fault sampler attached for this percentage of every
-    /// --access-window (its first part) and detached for the rest. While attached, the
-    /// hook costs every user fault on the host (a few percent on fault-heavy workloads,
-    /// whatever the rate); detached, nothing (README "Cost"). 100 keeps it attached.
-    /// Faults ~= samples x rate / duty, for a steady workload.
-    #[arg(long, value_name = "PERCENT", default_value_t = numa_agent::sensors::page_fault::DEFAULT_SAMPLE_DUTY,
+    /// Keep the page-fault sampler attached for this percentage (`10` or `10%`) of every
+    /// --access-window, its first part, and detached for the rest. While attached, the
+    /// hook costs every user fault on the host, whatever the rate (several percent on
+    /// fault-heavy workloads here); detached, nothing (README "Cost"). Faults in the
+    /// detached part are not sampled: faults ~= samples x rate x 100 / PERCENT for a
+    /// steady workload, and a window's sampled verdict needs --min-access-samples x rate
+    /// faults within the attached part. 100 keeps it attached; --fault-sample-rate 0
+    /// turns the sampler off.
+    #[arg(long, value_name = "PERCENT", allow_negative_numbers = true,
+          default_value_t = numa_agent::sensors::page_fault::DEFAULT_SAMPLE_DUTY,
           value_parser = parse_percent)]
     fault_sample_duty: u8,
 
@@ -320,7 +325,8 @@ fn parse_percent(text: &str) -> Result<u8, String> {
     match digits.parse::<u8>() {
         Ok(n @ 1..=100) => Ok(n),
         _ => Err(format!(
-            "`{text}`: a whole percentage from 1 to 100, e.g. 10 or 10%"
+            "`{text}`: a whole percentage from 1 to 100, e.g. 10 or 10% (--fault-sample-rate 0 \
+             turns the sampler off)"
         )),
     }
 }

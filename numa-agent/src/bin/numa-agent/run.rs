@@ -259,6 +259,27 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         args.access_window
             .mul_f64(f64::from(args.fault_sample_duty) / 100.0)
     });
+    match (pipeline.sampled.is_some(), sampler_on) {
+        (true, Some(on)) => log::info!(
+            "page-fault sampler: attached for the first {on:?} of every {:?} access window \
+             (--fault-sample-duty {}%)",
+            args.access_window,
+            args.fault_sample_duty
+        ),
+        (true, None) => {
+            log::info!("page-fault sampler: attached all the time (--fault-sample-duty 100)")
+        }
+        (false, _)
+            if args.fault_sample_rate == 0
+                && args.fault_sample_duty
+                    != numa_agent::sensors::page_fault::DEFAULT_SAMPLE_DUTY =>
+        {
+            log::warn!(
+                "--fault-sample-duty has no effect: --fault-sample-rate 0 turns the sampler off"
+            )
+        }
+        (false, _) => {}
+    }
     let mut pause_sampler_at: Option<tokio::time::Instant> = None;
     let mut windows = AccessWindows::default();
     let mut hint_faults = HintFaultReporter::default();
