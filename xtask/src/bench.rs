@@ -26,7 +26,8 @@ pub struct BenchArgs {
     /// Migrations the workload causes per round.
     #[arg(long, default_value_t = 20_000)]
     flips: usize,
-    /// Rounds; each reports its own numbers and the ratio.
+    /// Rounds of each per-hit cost measurement (each reports its own numbers); the
+    /// slowdown measurement runs five times as many.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
 }

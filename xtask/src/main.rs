@@ -40,7 +40,8 @@ enum Task {
     /// the scenarios inside; part of `test`.
     Vm(vm::VmArgs),
     /// In-kernel cost of the sensor's programs next to an equivalent bpftrace
-    /// one-liner, measured side by side (root required).
+    /// one-liner, and the slowdown of a page-fault-heavy workload with the agent
+    /// attached vs detached, measured side by side (root required).
     Bench(bench::BenchArgs),
     /// Time loading the NUMA topology from every real-machine sysfs snapshot (sysfs
     /// alone, and with the hwloc cross-check). Arguments after `--` go to the timing

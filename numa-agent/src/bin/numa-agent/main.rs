@@ -262,7 +262,7 @@ struct RunArgs {
     /// steady workload, and a window's sampled verdict needs --min-access-samples x rate
     /// faults within the attached part. 100 keeps it attached; --fault-sample-rate 0
     /// turns the sampler off.
-    #[arg(long, value_name = "PERCENT", allow_negative_numbers = true,
+    #[arg(long, value_name = "PERCENT", allow_negative_numbers = true, env = "NUMA_FAULT_SAMPLE_DUTY",
           default_value_t = numa_agent::sensors::page_fault::DEFAULT_SAMPLE_DUTY,
           value_parser = parse_percent)]
     fault_sample_duty: u8,
