@@ -171,7 +171,19 @@ impl Trace {
         let mut f = fs::OpenOptions::new()
             .write(true)
             .open(self.dir.join("trace_marker"))?;
-        f.write_all(text.as_bytes())
+        // trace_marker copies the text with page faults disabled
+        // (kernel/trace/trace.c `tracing_mark_write`) and answers EFAULT when its page
+        // is not mapped at that moment, which NUMA balancing's scanner does to this
+        // process's pages too (PROT_NONE until the next hinting fault). Reading the
+        // bytes first takes that fault; a few tries cover a scan landing in between.
+        let mut tries = 0;
+        loop {
+            std::hint::black_box(text.as_bytes().iter().fold(0u8, |a, b| a ^ b));
+            match f.write_all(text.as_bytes()) {
+                Err(e) if e.raw_os_error() == Some(libc::EFAULT) && tries < 5 => tries += 1,
+                other => return other,
+            }
+        }
     }
 
     pub fn stop(&self) -> io::Result<()> {
