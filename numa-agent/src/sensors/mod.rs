@@ -456,9 +456,8 @@ fn attach_page_alloc(ebpf: &mut Ebpf, only: &[String]) -> Result<ProbeStatus, Se
             "raw_tracepoint" => attach_raw(ebpf, name, page_alloc::EVENT).and_then(|()| {
                 calibrate_page_layout(ebpf).inspect_err(|_| {
                     // Leave nothing attached that counts nothing.
-                    if let Some(Ok(p)) = ebpf.program_mut(name).map(<&mut RawTracePoint>::try_from)
-                    {
-                        let _ = p.unload();
+                    if let Some(program) = ebpf.program_mut(name) {
+                        let _ = unload(program);
                     }
                 })
             }),

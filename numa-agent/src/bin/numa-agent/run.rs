@@ -138,7 +138,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                     s.totals(),
                     topology.nodes.iter().map(|n| n.id).collect(),
                     args.fault_sample_rate,
-                    f64::from(args.fault_sample_duty) / 100.0,
+                    sampler_duty(&args),
                 )
                 .context("registering sampled-fault metrics")?,
             ))
@@ -255,10 +255,8 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     access_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The page-fault sampler's duty cycle: attached for the first part of each access
     // window, detached for the rest (README "Cost"); `None` keeps it attached.
-    let sampler_on = (args.fault_sample_duty < 100).then(|| {
-        args.access_window
-            .mul_f64(f64::from(args.fault_sample_duty) / 100.0)
-    });
+    let sampler_on =
+        (args.fault_sample_duty < 100).then(|| args.access_window.mul_f64(sampler_duty(&args)));
     match (pipeline.sampled.is_some(), sampler_on) {
         (true, Some(on)) => log::info!(
             "page-fault sampler: attached for the first {on:?} of every {:?} access window \
@@ -388,6 +386,11 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         .context("metrics server")?;
     log::info!("stopped: every program detached");
     Ok(())
+}
+
+/// The share of each access window the page-fault sampler is attached.
+fn sampler_duty(args: &RunArgs) -> f64 {
+    f64::from(args.fault_sample_duty) / 100.0
 }
 
 /// One workload's window: its placement and, when sampled, its resolved faults.
