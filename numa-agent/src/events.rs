@@ -124,6 +124,9 @@ pub struct AccessEvent<'a> {
     pub sampled_local: Option<u64>,
     pub sampled_remote: Option<u64>,
     pub window_seconds: f64,
+    /// Share of the window the page-alloc probe was attached: 1 unless an allocation
+    /// storm put it on the duty cycle, when the page counts cover only that share.
+    pub page_alloc_share: f64,
     pub message: String,
 }
 

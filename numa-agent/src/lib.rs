@@ -22,6 +22,7 @@ macro_rules! collector_from_gather {
 
 pub mod access;
 pub mod actuators;
+pub mod alloc_storm;
 pub mod attach;
 pub mod balancing;
 pub mod bpf_sys;

@@ -29,6 +29,7 @@ pub struct Metrics {
     registry: Registry,
     steal_errors: IntCounterVec,
     access_errors: IntCounterVec,
+    page_alloc_duty: prometheus::Gauge,
     /// Set while the sensors are attached and records are being read (`/readyz`).
     ready: AtomicBool,
 }
@@ -60,6 +61,15 @@ impl Metrics {
             &["source_node", "target_node"],
         )?;
         registry.register(Box::new(access_errors.clone()))?;
+
+        let page_alloc_duty = prometheus::Gauge::new(
+            "numa_page_alloc_duty",
+            "Share of each access window the page-alloc probe is attached: 1 counts every page; \
+             during an allocation storm (--alloc-storm-rate) --fault-sample-duty / 100, and \
+             numa_memory_accesses_total counts only that share of the pages",
+        )?;
+        page_alloc_duty.set(1.0);
+        registry.register(Box::new(page_alloc_duty.clone()))?;
 
         let attached = IntGaugeVec::new(
             Opts::new(
@@ -97,6 +107,7 @@ impl Metrics {
             registry,
             steal_errors,
             access_errors,
+            page_alloc_duty,
             ready: AtomicBool::new(false),
         })
     }
@@ -105,6 +116,12 @@ impl Metrics {
         self.access_errors
             .with_label_values(&[error.source_node.to_string(), error.target_node.to_string()])
             .inc();
+    }
+
+    /// The share of each window the page-alloc probe counts from now on (1, or the duty
+    /// during an allocation storm).
+    pub fn set_page_alloc_duty(&self, duty: f64) {
+        self.page_alloc_duty.set(duty);
     }
 
     /// Register a further collector owned by another module (per-workload counters,
@@ -167,7 +184,8 @@ fn page_allocs_vec() -> Result<IntCounterVec, prometheus::Error> {
         Opts::new(
             "numa_memory_accesses_total",
             "Pages allocated for user tasks (kmem:mm_page_alloc), by the node of the CPU the task \
-             ran on and the node of the memory: placement of new memory, see README",
+             ran on and the node of the memory: placement of new memory (every page, but during an \
+             allocation storm only numa_page_alloc_duty of the time), see README",
         ),
         &["cpu_node", "mem_node"],
     )

@@ -45,6 +45,9 @@ pub mod maps {
     /// `LruPerCpuHashMap<AccessKey, u64>`: pages allocated per (thread group, CPU node,
     /// memory node), for per-workload cross-node ratios.
     pub const WORKLOAD_ALLOCS: &str = "WORKLOAD_ALLOCS";
+    /// `PerCpuArray<AllocRun>` (one entry): per CPU, the run of pages the page-alloc
+    /// program is gathering, and how many times it ran there (the agent's storm check).
+    pub const ALLOC_RUNS: &str = "ALLOC_RUNS";
     /// `PerCpuArray<u64>`: per CPU, user page faults left before the next sample of the
     /// page-fault program (a countdown from [`super::FaultConfig::sample_rate`]).
     pub const FAULT_COUNTDOWN: &str = "FAULT_COUNTDOWN";
@@ -327,6 +330,29 @@ pub struct PageCalibration {
 }
 const _: () = assert!(core::mem::size_of::<PageCalibration>() == 16);
 
+/// Value of [`maps::ALLOC_RUNS`]: per CPU, the run of pages being gathered, allocated
+/// for one thread group while this CPU was on `cpu_node`, with page positions in
+/// `[lo, hi)`, a stretch of one memory node (or of no known node). Positions are page
+/// pointers for the raw program and pfns for the classic one; only one of them is ever
+/// attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct AllocRun {
+    pub tgid: u32,
+    pub cpu_node: u32,
+    pub mem_node: u32,
+    pub _pad: u32,
+    pub lo: u64,
+    pub hi: u64,
+    /// Pages gathered and not yet added to the counter maps.
+    pub pages: u64,
+    /// Times the program ran for an allocation on this CPU since it was loaded, counted
+    /// or not (failed allocations and the agent's own aside): what the probe costs a
+    /// CPU is this times its cost per run.
+    pub hits: u64,
+}
+const _: () = assert!(core::mem::size_of::<AllocRun>() == 48);
+
 /// Capacity of [`maps::PFN_RANGES`]: the program scans it linearly, so the agent merges
 /// contiguous memory blocks of a node into one range first.
 pub const MAX_PFN_RANGES: u32 = 64;
@@ -542,6 +568,8 @@ mod pod {
     unsafe impl aya::Pod for super::PageLayout {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PageCalibration {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AllocRun {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::AccessKey {}
     // SAFETY: as above.

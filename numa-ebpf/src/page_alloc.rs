@@ -29,7 +29,8 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use numa_common::{
-    AccessKey, MAX_PFN_RANGES, NODE_UNKNOWN, PageAllocConfig, PageCalibration, PageLayout, PfnBank,
+    AccessKey, AllocRun, MAX_PFN_RANGES, NODE_UNKNOWN, PageAllocConfig, PageCalibration,
+    PageLayout, PfnBank,
 };
 
 use crate::maps::{PAGE_ALLOCS, PFN_RANGES, WORKLOAD_ALLOCS, bump, node_of, slot};
@@ -53,22 +54,6 @@ static PAGE_LAYOUT: Array<PageLayout> = Array::with_max_entries(1, 0);
 
 #[map(name = "PAGE_CALIBRATION")]
 static PAGE_CALIBRATION: Array<PageCalibration> = Array::with_max_entries(1, 0);
-
-/// Per CPU, the run of pages being gathered: allocated for one thread group while this
-/// CPU was on `cpu_node`, with page positions in `[lo, hi)`, a stretch of one memory
-/// node (or of no known node). Positions are page pointers for the raw program and
-/// pfns for the classic one; only one of them is ever attached.
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct AllocRun {
-    tgid: u32,
-    cpu_node: u32,
-    mem_node: u32,
-    _pad: u32,
-    lo: u64,
-    hi: u64,
-    pages: u64,
-}
 
 #[map(name = "ALLOC_RUNS")]
 static ALLOC_RUNS: PerCpuArray<AllocRun> = PerCpuArray::with_max_entries(1, 0);
@@ -162,6 +147,13 @@ fn add_pages(
     order: u32,
     locate: impl FnOnce(u64) -> Option<(u32, u64, u64)>,
 ) {
+    let Some(run) = ALLOC_RUNS.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot; tracing programs run with migration disabled and do
+    // not nest on one CPU.
+    let run = unsafe { &mut *run };
+    run.hits += 1;
     let tgid = (pid_tgid >> 32) as u32;
     // Interrupt-context allocations on the idle task belong to no workload, and
     // garbage orders to no page fault. Kernel threads are counted here and left out by
@@ -169,12 +161,6 @@ fn add_pages(
     if tgid == 0 || order > MAX_ORDER {
         return;
     }
-    let Some(run) = ALLOC_RUNS.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: this CPU's slot; tracing programs run with migration disabled and do
-    // not nest on one CPU.
-    let run = unsafe { &mut *run };
     let pages = 1u64 << order;
     if run.tgid == tgid && run.lo <= position && position < run.hi && run.pages < FLUSH_PAGES {
         run.pages += pages;
@@ -194,6 +180,7 @@ fn add_pages(
         lo,
         hi,
         pages,
+        hits: run.hits,
     };
 }
 

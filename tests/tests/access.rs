@@ -145,3 +145,105 @@ fn touch_on_cpu1() -> Result<()> {
     );
     Ok(())
 }
+
+/// An allocation storm: a workload allocating pages without pause for ~7 s, far over
+/// `--alloc-storm-rate` on its CPU, puts the page-alloc probe on the duty cycle
+/// (`--fault-sample-duty 25`, 1 s windows) within a check, so the agent counts about
+/// a quarter of the kernel's own count of its faults (getrusage minflt, one page
+/// allocated each) after the first second, which is counted whole; the storm's
+/// windows say so in `page_alloc_share`, still see the placement remote, and the probe
+/// counts every page again once the workload stops. A probe that never detached
+/// would count ~1 of the faults, one that never came back ~1/7.
+#[test]
+fn an_allocation_storm_counts_only_the_duty_share_and_ends_with_it() {
+    require_privileges!();
+    let split = split::two_nodes_with_host_memory_on_node0().expect("declared split");
+    let root = split.path().to_str().expect("utf-8 path");
+    let agent = Agent::start(&[
+        "run",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--sysfs-root",
+        root,
+        "--access-window",
+        "1s",
+        "--fault-sample-rate",
+        "0",
+        "--fault-sample-duty",
+        "25",
+        "--alloc-storm-rate",
+        "20000",
+        "--events",
+        "json",
+    ])
+    .expect("agent");
+    let series = "numa_memory_accesses_total{cpu_node=\"1\",mem_node=\"0\"}";
+    let duty = "numa_page_alloc_duty";
+    let result = (|| -> Result<String> {
+        let before = sample(&agent.http_get("/metrics")?, series).unwrap_or(0.0);
+        let mut churn = std::process::Command::new(workload_bin())
+            .args(["churn", "--mib", "8", "--reps", "1500", "--cpu", "1"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("numa-workload churn")?;
+        let mut duties = Vec::new();
+        while churn.try_wait()?.is_none() {
+            duties.extend(sample(&agent.http_get("/metrics")?, duty));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let out = churn.wait_with_output()?;
+        ensure!(out.status.success(), "churn: {out:?}");
+        let minflt: f64 = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("minflt ")?.trim().parse().ok())
+            .context("minflt from numa-workload churn")?;
+        // A CPU's last run of pages is written at its next allocation: any will do.
+        touch_on_cpu1()?;
+        let counted = sample(&agent.http_get("/metrics")?, series).unwrap_or(0.0) - before;
+        let share = counted / minflt;
+        ensure!(
+            duties.contains(&0.25),
+            "{duty} never showed the storm's 0.25 while the workload ran: {duties:?}"
+        );
+        ensure!(
+            (0.2..0.6).contains(&share),
+            "counted {counted} of {minflt} faulted pages ({share:.3}); a storm at duty 25% after \
+             the first second wants 0.2..0.6"
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sample(&agent.http_get("/metrics")?, duty) != Some(1.0) {
+            ensure!(
+                Instant::now() < deadline,
+                "{duty} stayed below 1 after the storm"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(format!(
+            "counted {share:.3} of {minflt} faulted pages; {duty} seen {duties:?}"
+        ))
+    })();
+    let stopped = agent.stop().expect("stop");
+    let report = result.unwrap_or_else(|e| panic!("{e:#}\n{}", stopped.stderr.join("\n")));
+    let log = stopped.stderr.join("\n");
+    assert!(
+        log.contains("allocation storm: CPU 1") && log.contains("allocation storm over"),
+        "the storm's start (on CPU 1) and end are logged: {log}"
+    );
+    // Events of the storm's windows: remote, with the share the probe counted.
+    let shares: Vec<(f64, f64)> = stopped
+        .stdout
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["type"] == "NUMAAccessError" && e["source_node"] == 1)
+        .filter_map(|e| Some((e["page_alloc_share"].as_f64()?, e["ratio"].as_f64()?)))
+        .collect();
+    let in_storm: Vec<_> = shares.iter().filter(|(s, _)| *s < 0.5).collect();
+    assert!(
+        in_storm.len() >= 3
+            && in_storm
+                .iter()
+                .all(|(s, r)| (0.2..0.3).contains(s) && *r >= 0.9),
+        "storm windows with page_alloc_share ~0.25 and a remote ratio: {shares:?}"
+    );
+    eprintln!("{report}");
+}

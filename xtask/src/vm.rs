@@ -462,11 +462,12 @@ fn build_initramfs(out: &Path, agent: &Path, guest: &Path, workload: &Path) -> R
 }
 
 /// Runs as pid 1 in the guest. The agents there keep the page-fault sampler attached
-/// (NUMA_FAULT_SAMPLE_DUTY=100): each attach or detach flips a static key at the
-/// fault path, which the kernel live-patches with int3 (arch/x86/kernel/alternative.c
+/// (NUMA_FAULT_SAMPLE_DUTY=100, which also keeps the page-alloc probe attached through
+/// allocation storms): each attach or detach flips a static key at the fault path, which the kernel live-patches with int3 (arch/x86/kernel/alternative.c
 /// `text_poke_bp`), and under QEMU's TCG a vCPU has been seen executing that int3
 /// after the patch completed ("Oops: int3" in do_user_addr_fault, Debian 6.12 guest).
-/// The duty cycle itself is tested on the host's real CPU (tests/tests/page_faults.rs).
+/// The duty cycle itself is tested on the host's real CPU (tests/tests/page_faults.rs,
+/// tests/tests/access.rs).
 const INIT_SCRIPT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s
 mount -t proc proc /proc

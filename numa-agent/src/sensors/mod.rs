@@ -7,6 +7,7 @@ pub mod page_alloc;
 pub mod page_fault;
 pub mod page_layout;
 pub mod sched_migrate;
+mod switchable;
 pub mod task;
 
 use std::{path::Path, sync::Arc};
@@ -14,17 +15,14 @@ use std::{path::Path, sync::Arc};
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{
-        BtfTracePoint, PerfEvent, ProgramError, RawTracePoint, TracePoint,
-        perf_event::PerfEventLinkId, raw_trace_point::RawTracePointLinkId,
-        tp_btf::BtfTracePointLinkId, trace_point::TracePointLinkId,
-    },
+    programs::{ProgramError, TracePoint},
 };
 use numa_common::{
     AccessKey, NODE_UNKNOWN, PROBE_COUNT, PageCalibration, Probe, globals, maps, programs,
 };
 use thiserror::Error;
 
+use self::switchable::{Hook, Switchable};
 use crate::{
     cgroup::Tracked,
     topology::{NodeId, Topology},
@@ -194,7 +192,11 @@ pub struct Sensors {
     /// Hinting faults per thread group; `None` when fentry is unavailable.
     pub task_hint_faults: Option<PerCpuHashMap<MapData, u32, numa_common::HintFaultCounts>>,
     /// The page-fault sampler, if asked for and attached.
-    fault_sampler: Option<FaultSampler>,
+    fault_sampler: Option<Switchable>,
+    /// The page-alloc probe, always attached but during allocation storms.
+    page_alloc: Switchable,
+    /// Per CPU, the page-alloc program's run of pages and its run count.
+    alloc_runs: PerCpuArray<MapData, numa_common::AllocRun>,
 }
 
 impl Sensors {
@@ -358,14 +360,15 @@ impl Sensors {
             sched_migrate::CATEGORY,
             sched_migrate::EVENT,
         )?;
-        let page_alloc = attach_page_alloc(&mut ebpf, &options.page_alloc_variants)?;
+        let (page_alloc_status, page_alloc) =
+            attach_page_alloc(&mut ebpf, &options.page_alloc_variants)?;
         let mut probes = vec![
             ProbeStatus::attached(
                 Probe::SchedMigrateTask,
                 "tracepoint",
                 format!("{}:{}", sched_migrate::CATEGORY, sched_migrate::EVENT),
             ),
-            page_alloc,
+            page_alloc_status,
         ];
         let mut fault_sampler = None;
         if let Some((cfg, no_tracepoint)) = &fault_config {
@@ -389,6 +392,7 @@ impl Sensors {
             node_slots,
         });
         let workload_allocs = take(&mut ebpf, maps::WORKLOAD_ALLOCS)?;
+        let alloc_runs = take(&mut ebpf, maps::ALLOC_RUNS)?;
         let sensors = Self {
             _ebpf: ebpf,
             counters,
@@ -399,6 +403,8 @@ impl Sensors {
             balancing: balancing.counters,
             task_hint_faults: balancing.task_hint_faults,
             fault_sampler,
+            page_alloc,
+            alloc_runs,
         };
         Ok((sensors, events))
     }
@@ -444,7 +450,15 @@ fn attach_tracepoint(
 
 /// The first page-alloc variant that attaches (and, for the raw one, calibrates), or
 /// the classic tracepoint's error: without this probe there is no page placement.
-fn attach_page_alloc(ebpf: &mut Ebpf, only: &[String]) -> Result<ProbeStatus, SensorError> {
+fn attach_page_alloc(
+    ebpf: &mut Ebpf,
+    only: &[String],
+) -> Result<(ProbeStatus, Switchable), SensorError> {
+    let hook = Hook {
+        category: page_alloc::CATEGORY,
+        event: page_alloc::EVENT,
+        sample_rate: 0,
+    };
     let mut why = Vec::new();
     let mut last_error = None;
     for (variant, name) in page_alloc::VARIANTS {
@@ -452,19 +466,22 @@ fn attach_page_alloc(ebpf: &mut Ebpf, only: &[String]) -> Result<ProbeStatus, Se
             why.push(format!("{variant}: not requested"));
             continue;
         }
-        let attached = match variant {
-            "raw_tracepoint" => attach_raw(ebpf, name, page_alloc::EVENT).and_then(|()| {
-                calibrate_page_layout(ebpf).inspect_err(|_| {
-                    // Leave nothing attached that counts nothing.
-                    if let Some(program) = ebpf.program_mut(name) {
-                        let _ = unload(program);
-                    }
-                })
-            }),
-            _ => attach_tracepoint(ebpf, name, page_alloc::CATEGORY, page_alloc::EVENT),
-        };
+        let attached = switchable::load_variant(ebpf, variant, name, page_alloc::EVENT)
+            .and_then(|()| {
+                let probe = Switchable::attach(ebpf, variant, name, hook)?;
+                if variant == "raw_tracepoint" {
+                    calibrate_page_layout(ebpf)?;
+                }
+                Ok(probe)
+            })
+            .inspect_err(|_| {
+                // Leave nothing attached that counts nothing (unloading detaches).
+                if let Some(program) = ebpf.program_mut(name) {
+                    let _ = unload(program);
+                }
+            });
         match attached {
-            Ok(()) => {
+            Ok(probe) => {
                 let target = match variant {
                     "raw_tracepoint" => page_alloc::EVENT.to_owned(),
                     _ => format!("{}:{}", page_alloc::CATEGORY, page_alloc::EVENT),
@@ -472,7 +489,8 @@ fn attach_page_alloc(ebpf: &mut Ebpf, only: &[String]) -> Result<ProbeStatus, Se
                 if !why.is_empty() {
                     log::info!("mm_page_alloc as {variant} ({})", why.join("; "));
                 }
-                return Ok(ProbeStatus::attached(Probe::MmPageAlloc, variant, target));
+                let status = ProbeStatus::attached(Probe::MmPageAlloc, variant, target);
+                return Ok((status, probe));
             }
             Err(e) => {
                 let text = error_chain(&e);
@@ -520,7 +538,7 @@ fn attach_page_fault(
     only: &[String],
     sample_rate: u32,
     no_tracepoint: Option<&str>,
-) -> (ProbeStatus, Option<FaultSampler>) {
+) -> (ProbeStatus, Option<Switchable>) {
     let mut why = Vec::new();
     for (variant, name) in page_fault::VARIANTS {
         if !only.is_empty() && !only.iter().any(|v| v == variant) {
@@ -531,27 +549,27 @@ fn attach_page_fault(
             why.push(format!("{variant}: {reason}"));
             continue;
         }
-        let attached = load_fault_variant(ebpf, variant, name).and_then(|()| {
-            // Leave nothing loaded that the next variant replaces.
-            attach_fault_links(ebpf, variant, name, sample_rate).inspect_err(|_| {
-                if let Some(program) = ebpf.program_mut(name) {
-                    let _ = unload(program);
-                }
-            })
-        });
+        let hook = Hook {
+            category: page_fault::CATEGORY,
+            event: page_fault::EVENT,
+            sample_rate,
+        };
+        let attached =
+            switchable::load_variant(ebpf, variant, name, page_fault::EVENT).and_then(|()| {
+                // Leave nothing loaded that the next variant replaces.
+                Switchable::attach(ebpf, variant, name, hook).inspect_err(|_| {
+                    if let Some(program) = ebpf.program_mut(name) {
+                        let _ = unload(program);
+                    }
+                })
+            });
         match attached {
-            Ok(links) => {
+            Ok(sampler) => {
                 let target = match variant {
                     "perf_event" => format!("software:page-faults:{sample_rate}"),
                     "tp_btf" => format!("btf_trace_{}", page_fault::EVENT),
                     "raw_tracepoint" => page_fault::EVENT.to_owned(),
                     _ => format!("{}:{}", page_fault::CATEGORY, page_fault::EVENT),
-                };
-                let sampler = FaultSampler {
-                    variant,
-                    program: name,
-                    sample_rate,
-                    links: Some(links),
                 };
                 return (
                     ProbeStatus::attached(Probe::PageFaultUser, variant, target),
@@ -598,146 +616,32 @@ fn unload(program: &mut aya::programs::Program) -> Result<(), ProgramError> {
     }
 }
 
-/// The page-fault sampler as attached, kept so that its duty cycle can take it off the
-/// fault path and put it back ([`Sensors::set_fault_sampling`]). The program stays
-/// loaded; only its links come and go.
-struct FaultSampler {
-    variant: &'static str,
-    program: &'static str,
-    sample_rate: u32,
-    /// `None` while paused.
-    links: Option<FaultLinks>,
-}
-
-/// One attachment of the sampler. Detaching all of it is what makes a paused sampler
-/// free: the kernel turns the hook itself off when its last user goes (the
-/// `perf_swevent_enabled` static key in kernel/events/core.c, the tracepoint's static
-/// key in kernel/tracepoint.c), so faults no longer pay even the dispatch.
-enum FaultLinks {
-    /// One software page-fault counter per online CPU.
-    Counters(Vec<PerfEventLinkId>),
-    Btf(BtfTracePointLinkId),
-    Raw(RawTracePointLinkId),
-    Tracepoint(TracePointLinkId),
-}
-
-fn load_fault_variant(
-    ebpf: &mut Ebpf,
-    variant: &str,
-    name: &'static str,
-) -> Result<(), SensorError> {
-    let prog_err = program_error(name);
-    match variant {
-        "perf_event" => typed_program::<PerfEvent>(ebpf, name)?.load(),
-        "tp_btf" => {
-            let btf = aya::Btf::from_sys_fs().map_err(|e| prog_err(ProgramError::Btf(e)))?;
-            typed_program::<BtfTracePoint>(ebpf, name)?.load(page_fault::EVENT, &btf)
-        }
-        "raw_tracepoint" => typed_program::<RawTracePoint>(ebpf, name)?.load(),
-        _ => typed_program::<TracePoint>(ebpf, name)?.load(),
-    }
-    .map_err(prog_err)
-}
-
-/// Attach the loaded program of `variant`. For `perf_event`: one software page-fault
-/// counter per online CPU, each running the program on every `sample_rate`-th fault
-/// taken there; a CPU brought online later has no counter (its faults go unsampled
-/// until the agent restarts); all or nothing, so a CPU whose counter cannot be opened
-/// leaves no counter on the others.
-fn attach_fault_links(
-    ebpf: &mut Ebpf,
-    variant: &str,
-    name: &'static str,
-    sample_rate: u32,
-) -> Result<FaultLinks, SensorError> {
-    use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
-    let prog_err = program_error(name);
-    Ok(match variant {
-        "perf_event" => {
-            let cpus =
-                aya::util::online_cpus().map_err(|(_, e)| prog_err(ProgramError::IOError(e)))?;
-            let program: &mut PerfEvent = typed_program(ebpf, name)?;
-            let mut links = Vec::with_capacity(cpus.len());
-            for cpu in cpus {
-                let attached = program.attach(
-                    PerfEventConfig::Software(SoftwareEvent::PageFaults),
-                    PerfEventScope::AllProcessesOneCpu { cpu },
-                    SamplePolicy::Period(u64::from(sample_rate.max(1))),
-                    false,
-                );
-                match attached {
-                    Ok(link) => links.push(link),
-                    Err(e) => {
-                        for link in links {
-                            let _ = program.detach(link);
-                        }
-                        return Err(prog_err(e));
-                    }
-                }
-            }
-            FaultLinks::Counters(links)
-        }
-        "tp_btf" => FaultLinks::Btf(
-            typed_program::<BtfTracePoint>(ebpf, name)?
-                .attach()
-                .map_err(prog_err)?,
-        ),
-        "raw_tracepoint" => FaultLinks::Raw(
-            typed_program::<RawTracePoint>(ebpf, name)?
-                .attach(page_fault::EVENT)
-                .map_err(prog_err)?,
-        ),
-        _ => FaultLinks::Tracepoint(
-            typed_program::<TracePoint>(ebpf, name)?
-                .attach(page_fault::CATEGORY, page_fault::EVENT)
-                .map_err(prog_err)?,
-        ),
-    })
-}
-
-fn detach_fault_links(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-    links: FaultLinks,
-) -> Result<(), SensorError> {
-    let prog_err = program_error(name);
-    match links {
-        FaultLinks::Counters(links) => {
-            let program: &mut PerfEvent = typed_program(ebpf, name)?;
-            // Every counter goes, even if one of them fails to.
-            links
-                .into_iter()
-                .map(|link| program.detach(link))
-                .fold(Ok(()), Result::and)
-        }
-        FaultLinks::Btf(link) => typed_program::<BtfTracePoint>(ebpf, name)?.detach(link),
-        FaultLinks::Raw(link) => typed_program::<RawTracePoint>(ebpf, name)?.detach(link),
-        FaultLinks::Tracepoint(link) => typed_program::<TracePoint>(ebpf, name)?.detach(link),
-    }
-    .map_err(prog_err)
-}
-
 impl Sensors {
     /// Put the page-fault sampler on the fault path (`true`) or take it off (`false`);
     /// a no-op when it is already so, or when the probe is not attached at all. On an
     /// error the sampler stays off and the next call tries again.
     pub fn set_fault_sampling(&mut self, on: bool) -> Result<(), SensorError> {
-        let Some(sampler) = &mut self.fault_sampler else {
-            return Ok(());
-        };
-        match (on, sampler.links.take()) {
-            (true, None) => {
-                sampler.links = Some(attach_fault_links(
-                    &mut self._ebpf,
-                    sampler.variant,
-                    sampler.program,
-                    sampler.sample_rate,
-                )?);
-            }
-            (false, Some(links)) => detach_fault_links(&mut self._ebpf, sampler.program, links)?,
-            (_, links) => sampler.links = links,
+        match &mut self.fault_sampler {
+            Some(sampler) => sampler.set(&mut self._ebpf, on),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Put the page-alloc probe on the allocation path or take it off (during an
+    /// allocation storm, `crate::alloc_storm`); as [`Self::set_fault_sampling`].
+    pub fn set_page_alloc_counting(&mut self, on: bool) -> Result<(), SensorError> {
+        self.page_alloc.set(&mut self._ebpf, on)
+    }
+
+    /// Per CPU, how many times the page-alloc program has run (numa-common
+    /// `AllocRun::hits`), indexed by CPU id.
+    pub fn page_alloc_hits(&self) -> Result<Vec<u64>, MapError> {
+        Ok(self
+            .alloc_runs
+            .get(&0, 0)?
+            .iter()
+            .map(|run| run.hits)
+            .collect())
     }
 }
 
@@ -751,14 +655,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
-}
-
-fn attach_raw(ebpf: &mut Ebpf, name: &'static str, event: &str) -> Result<(), SensorError> {
-    let prog_err = program_error(name);
-    let program: &mut RawTracePoint = typed_program(ebpf, name)?;
-    program.load().map_err(prog_err)?;
-    program.attach(event).map_err(prog_err)?;
-    Ok(())
 }
 
 /// Nodes beyond the online ones the node-pair maps are sized for up front (possible

@@ -9,6 +9,7 @@ use anyhow::{Context as _, bail};
 use aya::maps::{MapData, RingBuf};
 use numa_agent::{
     access::{self, AccessThreshold, AccessWindows, WorkloadAccess, window_verdict},
+    alloc_storm::{self, AllocStorm},
     balancing::{self, BalancingCollector, HintFaultReporter},
     cgroup::IdPaths,
     errors::NumaAccessError,
@@ -253,11 +254,12 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut access_tick = tokio::time::interval(args.access_window);
     access_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The page-fault sampler's duty cycle: attached for the first part of each access
-    // window, detached for the rest (README "Cost"); `None` keeps it attached.
-    let sampler_on =
+    // The duty cycle: the page-fault sampler, and the page-alloc probe during an
+    // allocation storm, are attached for the first part of each access window and
+    // detached for the rest (README "Cost"); `None` keeps them attached.
+    let duty_on =
         (args.fault_sample_duty < 100).then(|| args.access_window.mul_f64(sampler_duty(&args)));
-    match (pipeline.sampled.is_some(), sampler_on) {
+    match (pipeline.sampled.is_some(), duty_on) {
         (true, Some(on)) => log::info!(
             "page-fault sampler: attached for the first {on:?} of every {:?} access window \
              (--fault-sample-duty {}%)",
@@ -273,12 +275,36 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                     != numa_agent::sensors::page_fault::DEFAULT_SAMPLE_DUTY =>
         {
             log::warn!(
-                "--fault-sample-duty has no effect: --fault-sample-rate 0 turns the sampler off"
+                "--fault-sample-duty has no effect on the sampler: --fault-sample-rate 0 turns it \
+                 off (it still sets the page-alloc probe's share during allocation storms)"
             )
         }
         (false, _) => {}
     }
-    let mut pause_sampler_at: Option<tokio::time::Instant> = None;
+    let storm_rate = if duty_on.is_some() {
+        args.alloc_storm_rate
+    } else {
+        0
+    };
+    if storm_rate > 0 {
+        log::info!(
+            "page-alloc probe: counts every page while no CPU allocates more than {storm_rate}/s \
+             (--alloc-storm-rate); above, it follows the duty cycle until the storm passes"
+        );
+    } else {
+        log::info!(
+            "page-alloc probe: counts every page, whatever the allocation rate ({})",
+            if args.alloc_storm_rate == 0 {
+                "--alloc-storm-rate 0"
+            } else {
+                "--fault-sample-duty 100"
+            }
+        );
+    }
+    let mut storm = AllocStorm::new(storm_rate, std::time::Instant::now());
+    let mut storm_check = tokio::time::interval(alloc_storm::CHECK_INTERVAL);
+    storm_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pause_at: Option<tokio::time::Instant> = None;
     let mut windows = AccessWindows::default();
     let mut hint_faults = HintFaultReporter::default();
     let threshold = AccessThreshold {
@@ -293,22 +319,84 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                 guard.clear_ready();
             }
             _ = tick.tick() => pipeline.drain(ring.get_mut())?,
-            _ = tokio::time::sleep_until(pause_sampler_at.unwrap_or_else(tokio::time::Instant::now)),
-                if pause_sampler_at.is_some() => {
-                pause_sampler_at = None;
+            _ = storm_check.tick(), if storm_rate > 0 && !storm.in_storm() => {
+                let now = std::time::Instant::now();
+                match sensors.page_alloc_hits() {
+                    Ok(hits) => {
+                        if let Some(change) = storm.measure(now, hits) {
+                            log_storm(change, &args);
+                            pipeline.metrics.set_page_alloc_duty(sampler_duty(&args));
+                            // Off until the next window puts it on for its first part.
+                            match sensors.set_page_alloc_counting(false) {
+                                Ok(()) => storm.set_attached(now, false),
+                                Err(e) => log::warn!(
+                                    "taking the page-alloc probe off for the storm: {}",
+                                    anyhow::Error::from(e)
+                                ),
+                            }
+                        }
+                    }
+                    Err(e) => log::warn!("reading the page-alloc run counts: {e}"),
+                }
+            }
+            _ = tokio::time::sleep_until(pause_at.unwrap_or_else(tokio::time::Instant::now)),
+                if pause_at.is_some() => {
+                pause_at = None;
                 if let Err(e) = sensors.set_fault_sampling(false) {
                     log::warn!("pausing the page-fault sampler: {}", anyhow::Error::from(e));
                 }
+                if storm.in_storm() {
+                    let now = std::time::Instant::now();
+                    let ended = match sensors.page_alloc_hits() {
+                        Ok(hits) => storm.measure(now, hits),
+                        Err(e) => {
+                            log::warn!("reading the page-alloc run counts: {e}");
+                            None
+                        }
+                    };
+                    if let Some(change) = ended {
+                        log_storm(change, &args);
+                        pipeline.metrics.set_page_alloc_duty(1.0);
+                    } else {
+                        match sensors.set_page_alloc_counting(false) {
+                            Ok(()) => storm.set_attached(now, false),
+                            Err(e) => log::warn!(
+                                "pausing the page-alloc probe: {}",
+                                anyhow::Error::from(e)
+                            ),
+                        }
+                    }
+                }
             }
             _ = access_tick.tick() => {
-                if let Some(on) = sampler_on {
-                    match sensors.set_fault_sampling(true) {
-                        Ok(()) => pause_sampler_at = Some(tokio::time::Instant::now() + on),
+                let now = std::time::Instant::now();
+                let page_alloc_share = storm.take_window_share(now);
+                if storm.in_storm() {
+                    match sensors.set_page_alloc_counting(true) {
+                        Ok(()) => {
+                            storm.set_attached(now, true);
+                            match sensors.page_alloc_hits() {
+                                Ok(hits) => storm.rebase(now, hits),
+                                Err(e) => log::warn!("reading the page-alloc run counts: {e}"),
+                            }
+                        }
                         Err(e) => log::warn!(
-                            "re-attaching the page-fault sampler, no samples this window: {}",
+                            "re-attaching the page-alloc probe, no pages counted this window: {}",
                             anyhow::Error::from(e)
                         ),
                     }
+                }
+                if duty_on.is_some()
+                    && let Err(e) = sensors.set_fault_sampling(true)
+                {
+                    log::warn!(
+                        "re-attaching the page-fault sampler, no samples this window: {}",
+                        anyhow::Error::from(e)
+                    );
+                }
+                // Both go off at the end of the window's first part.
+                if let Some(on) = duty_on.filter(|_| pipeline.sampled.is_some() || storm.in_storm()) {
+                    pause_at = Some(tokio::time::Instant::now() + on);
                 }
                 // Memory hot-added or removed since the last window: pages from now on
                 // are placed with the new ranges (memory blocks in sysfs).
@@ -353,6 +441,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                             pages: &window,
                             faults: faults.as_ref(),
                             sampling: pipeline.sampled.is_some(),
+                            page_alloc_share,
                         };
                         pipeline.report_access(&report, args.access_window)?;
                     }
@@ -388,6 +477,22 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn log_storm(change: alloc_storm::Change, args: &RunArgs) {
+    match change {
+        alloc_storm::Change::Began { cpu, per_second } => log::info!(
+            "allocation storm: CPU {cpu} made {per_second:.0} page allocations/s (over \
+             --alloc-storm-rate {}): the page-alloc probe now counts the first {}% of each \
+             window",
+            args.alloc_storm_rate,
+            args.fault_sample_duty
+        ),
+        alloc_storm::Change::Ended { cpu, per_second } => log::info!(
+            "allocation storm over (busiest CPU {cpu}: {per_second:.0} allocations/s): the page-alloc \
+             probe counts every page again"
+        ),
+    }
+}
+
 /// The share of each access window the page-fault sampler is attached.
 fn sampler_duty(args: &RunArgs) -> f64 {
     f64::from(args.fault_sample_duty) / 100.0
@@ -401,6 +506,8 @@ struct AccessReport<'a> {
     faults: Option<&'a WorkloadAccess>,
     /// The page-fault probe is attached (else the sampled counts are `null`).
     sampling: bool,
+    /// The share of the window the page-alloc probe was attached.
+    page_alloc_share: f64,
 }
 
 /// Each thread group's placement window next to its sampled-fault window. A group
@@ -524,6 +631,7 @@ impl Pipeline<'_> {
                 .sampling
                 .then(|| report.faults.map_or(0, |f| f.remote)),
             window_seconds: length.as_secs_f64(),
+            page_alloc_share: report.page_alloc_share,
             message: error.to_string(),
         };
         if let Some(writer) = &mut self.writer {
