@@ -2,9 +2,9 @@
 //! the page-fault sampler's duty cycle until the storm passes.
 //!
 //! The probe runs once per page allocation on the host; each run costs a fixed
-//! dispatch (README "Cost": ~70-100 ns here, whatever the program does), so what it
+//! dispatch (README "Cost": ~100 ns here, whatever the program does), so what it
 //! costs a CPU is its allocation rate times that. Below `--alloc-storm-rate`
-//! allocations per second on every CPU (default 100000: under 1% of a CPU at 100 ns)
+//! allocations per second on every CPU (default 100000: about 1% of a CPU at 100 ns)
 //! it counts every page. When one CPU stays above it for a whole check (1 s), the
 //! probe is taken off its hook until the next access window and then attached only
 //! for the window's first part (`--fault-sample-duty`), like the sampler; the storm

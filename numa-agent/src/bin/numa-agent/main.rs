@@ -260,8 +260,9 @@ struct RunArgs {
     /// fault-heavy workloads here); detached, nothing (README "Cost"). Faults in the
     /// detached part are not sampled: faults ~= samples x rate x 100 / PERCENT for a
     /// steady workload, and a window's sampled verdict needs --min-access-samples x rate
-    /// faults within the attached part. 100 keeps it attached; --fault-sample-rate 0
-    /// turns the sampler off.
+    /// faults within the attached part. The page-alloc probe keeps the same share
+    /// during an allocation storm (--alloc-storm-rate). 100 keeps both attached;
+    /// --fault-sample-rate 0 turns the sampler off.
     #[arg(long, value_name = "PERCENT", allow_negative_numbers = true, env = "NUMA_FAULT_SAMPLE_DUTY",
           default_value_t = numa_agent::sensors::page_fault::DEFAULT_SAMPLE_DUTY,
           value_parser = parse_percent)]
@@ -271,10 +272,11 @@ struct RunArgs {
     /// than this many allocations per second over a 1 s check; then the probe follows
     /// the sampler's duty cycle (attached for the first --fault-sample-duty of each
     /// window) until an attached part sees every CPU below half of it. The probe costs
-    /// each allocation a fixed ~70-100 ns here, so the default holds it under ~1% of
-    /// any CPU; bursts shorter than a second are always counted whole. During a storm
-    /// ratios are those of the attached parts and page counts cover only them
-    /// (numa_page_alloc_duty, `page_alloc_share` in events). 0 counts every page always.
+    /// each allocation a fixed ~100 ns here (README "Cost"), so the default holds it
+    /// to about 1% of any CPU; bursts shorter than a second are always counted whole.
+    /// During a storm ratios are those of the attached parts and page counts cover
+    /// only them (numa_page_alloc_duty, `page_alloc_share` in events). 0 counts every
+    /// page, always.
     #[arg(long, value_name = "PER_SECOND", env = "NUMA_ALLOC_STORM_RATE",
           default_value_t = numa_agent::alloc_storm::DEFAULT_STORM_RATE)]
     alloc_storm_rate: u64,
