@@ -15,6 +15,14 @@ pub fn workload_bin() -> PathBuf {
     )
 }
 
+/// The `minflt <n>` line of `numa-workload churn`'s output: the faults the kernel
+/// counted for the process (getrusage).
+pub fn churn_minflt(stdout: &[u8]) -> Option<f64> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("minflt ")?.trim().parse().ok())
+}
+
 /// `numa-workload flip`, waiting for a line on stdin before it flips.
 pub struct Flipper {
     child: Child,

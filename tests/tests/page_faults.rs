@@ -92,9 +92,7 @@ fn the_duty_cycle_samples_only_the_share_of_each_window_it_is_attached() {
             .output()
             .expect("numa-workload churn");
         assert!(out.status.success(), "{out:?}");
-        let minflt: f64 = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("minflt ")?.trim().parse().ok())
+        let minflt = numa_tests::workload::churn_minflt(&out.stdout)
             .expect("minflt from numa-workload churn");
         // Two drain ticks: every sample taken is in the ring buffer's reader by then.
         std::thread::sleep(std::time::Duration::from_millis(300));

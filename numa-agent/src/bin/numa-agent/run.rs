@@ -321,22 +321,10 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             _ = tick.tick() => pipeline.drain(ring.get_mut())?,
             _ = storm_check.tick(), if storm_rate > 0 && !storm.in_storm() => {
                 let now = std::time::Instant::now();
-                match sensors.page_alloc_hits() {
-                    Ok(hits) => {
-                        if let Some(change) = storm.measure(now, hits) {
-                            log_storm(change, &args);
-                            pipeline.metrics.set_page_alloc_duty(sampler_duty(&args));
-                            // Off until the next window puts it on for its first part.
-                            match sensors.set_page_alloc_counting(false) {
-                                Ok(()) => storm.set_attached(now, false),
-                                Err(e) => log::warn!(
-                                    "taking the page-alloc probe off for the storm: {}",
-                                    anyhow::Error::from(e)
-                                ),
-                            }
-                        }
-                    }
-                    Err(e) => log::warn!("reading the page-alloc run counts: {e}"),
+                if let Some(change) = measure_storm(&sensors, &mut storm, now) {
+                    report_storm(change, &args, &pipeline.metrics);
+                    // Off until the next window puts it on for its first part.
+                    switch_page_alloc(&mut sensors, &mut storm, now, false);
                 }
             }
             _ = tokio::time::sleep_until(pause_at.unwrap_or_else(tokio::time::Instant::now)),
@@ -347,24 +335,9 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                 }
                 if storm.in_storm() {
                     let now = std::time::Instant::now();
-                    let ended = match sensors.page_alloc_hits() {
-                        Ok(hits) => storm.measure(now, hits),
-                        Err(e) => {
-                            log::warn!("reading the page-alloc run counts: {e}");
-                            None
-                        }
-                    };
-                    if let Some(change) = ended {
-                        log_storm(change, &args);
-                        pipeline.metrics.set_page_alloc_duty(1.0);
-                    } else {
-                        match sensors.set_page_alloc_counting(false) {
-                            Ok(()) => storm.set_attached(now, false),
-                            Err(e) => log::warn!(
-                                "pausing the page-alloc probe: {}",
-                                anyhow::Error::from(e)
-                            ),
-                        }
+                    match measure_storm(&sensors, &mut storm, now) {
+                        Some(ended) => report_storm(ended, &args, &pipeline.metrics),
+                        None => switch_page_alloc(&mut sensors, &mut storm, now, false),
                     }
                 }
             }
@@ -372,19 +345,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                 let now = std::time::Instant::now();
                 let page_alloc_share = storm.take_window_share(now);
                 if storm.in_storm() {
-                    match sensors.set_page_alloc_counting(true) {
-                        Ok(()) => {
-                            storm.set_attached(now, true);
-                            match sensors.page_alloc_hits() {
-                                Ok(hits) => storm.rebase(now, hits),
-                                Err(e) => log::warn!("reading the page-alloc run counts: {e}"),
-                            }
-                        }
-                        Err(e) => log::warn!(
-                            "re-attaching the page-alloc probe, no pages counted this window: {}",
-                            anyhow::Error::from(e)
-                        ),
-                    }
+                    switch_page_alloc(&mut sensors, &mut storm, now, true);
                 }
                 if duty_on.is_some()
                     && let Err(e) = sensors.set_fault_sampling(true)
@@ -395,7 +356,8 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                     );
                 }
                 // Both go off at the end of the window's first part.
-                if let Some(on) = duty_on.filter(|_| pipeline.sampled.is_some() || storm.in_storm()) {
+                let switching = pipeline.sampled.is_some() || storm.in_storm();
+                if let Some(on) = duty_on.filter(|_| switching) {
                     pause_at = Some(tokio::time::Instant::now() + on);
                 }
                 // Memory hot-added or removed since the last window: pages from now on
@@ -477,19 +439,70 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn log_storm(change: alloc_storm::Change, args: &RunArgs) {
+/// The busiest CPU's page allocations per second since the last measurement, and
+/// whether a storm begins or ends with it.
+fn measure_storm(
+    sensors: &Sensors,
+    storm: &mut AllocStorm,
+    now: std::time::Instant,
+) -> Option<alloc_storm::Change> {
+    match sensors.page_alloc_hits() {
+        Ok(hits) => storm.measure(now, hits),
+        Err(e) => {
+            log::warn!("reading the page-alloc run counts: {e}");
+            None
+        }
+    }
+}
+
+/// Put the page-alloc probe on its hook (measuring from now) or take it off. A failure
+/// is logged and leaves it as it was; the next window tries again.
+fn switch_page_alloc(
+    sensors: &mut Sensors,
+    storm: &mut AllocStorm,
+    now: std::time::Instant,
+    on: bool,
+) {
+    if let Err(e) = sensors.set_page_alloc_counting(on) {
+        log::warn!(
+            "{} the page-alloc probe: {}",
+            if on {
+                "re-attaching (no pages counted this window)"
+            } else {
+                "detaching"
+            },
+            anyhow::Error::from(e)
+        );
+        return;
+    }
+    storm.set_attached(now, on);
+    if on {
+        match sensors.page_alloc_hits() {
+            Ok(hits) => storm.rebase(now, hits),
+            Err(e) => log::warn!("reading the page-alloc run counts: {e}"),
+        }
+    }
+}
+
+fn report_storm(change: alloc_storm::Change, args: &RunArgs, metrics: &Metrics) {
     match change {
-        alloc_storm::Change::Began { cpu, per_second } => log::info!(
-            "allocation storm: CPU {cpu} made {per_second:.0} page allocations/s (over \
-             --alloc-storm-rate {}): the page-alloc probe now counts the first {}% of each \
-             window",
-            args.alloc_storm_rate,
-            args.fault_sample_duty
-        ),
-        alloc_storm::Change::Ended { cpu, per_second } => log::info!(
-            "allocation storm over (busiest CPU {cpu}: {per_second:.0} allocations/s): the page-alloc \
-             probe counts every page again"
-        ),
+        alloc_storm::Change::Began { cpu, per_second } => {
+            log::info!(
+                "allocation storm: CPU {cpu} made {per_second:.0} page allocations/s (over \
+                 --alloc-storm-rate {}): the page-alloc probe now counts the first {}% of each \
+                 window",
+                args.alloc_storm_rate,
+                args.fault_sample_duty
+            );
+            metrics.set_page_alloc_duty(sampler_duty(args));
+        }
+        alloc_storm::Change::Ended { cpu, per_second } => {
+            log::info!(
+                "allocation storm over (busiest CPU {cpu}: {per_second:.0} allocations/s): the \
+                 page-alloc probe counts every page again"
+            );
+            metrics.set_page_alloc_duty(1.0);
+        }
     }
 }
 
