@@ -234,13 +234,20 @@ fn an_allocation_storm_counts_only_the_duty_share_and_ends_with_it() {
         .filter(|e| e["type"] == "NUMAAccessError" && e["source_node"] == 1)
         .filter_map(|e| Some((e["page_alloc_share"].as_f64()?, e["ratio"].as_f64()?)))
         .collect();
-    let in_storm: Vec<_> = shares.iter().filter(|(s, _)| *s < 0.5).collect();
+    // Whole storm windows carry 0.25; the window the storm began in carries the part
+    // before the check (any share), the one it ended in a quarter or more.
+    let storm_windows = shares
+        .iter()
+        .filter(|(s, _)| (0.2..0.3).contains(s))
+        .count();
+    let odd = shares
+        .iter()
+        .filter(|(s, _)| !(0.2..0.3).contains(s) && *s < 0.999)
+        .count();
     assert!(
-        in_storm.len() >= 3
-            && in_storm
-                .iter()
-                .all(|(s, r)| (0.2..0.3).contains(s) && *r >= 0.9),
-        "storm windows with page_alloc_share ~0.25 and a remote ratio: {shares:?}"
+        storm_windows >= 3 && odd <= 2 && shares.iter().all(|(_, r)| *r >= 0.9),
+        "storm windows with page_alloc_share ~0.25 (at most the first and the last \
+         otherwise), every one with a remote ratio: {shares:?}"
     );
     eprintln!("{report}");
 }
