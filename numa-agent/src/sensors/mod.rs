@@ -193,7 +193,7 @@ pub struct Sensors {
     pub task_hint_faults: Option<PerCpuHashMap<MapData, u32, numa_common::HintFaultCounts>>,
     /// The page-fault sampler, if asked for and attached.
     fault_sampler: Option<Switchable>,
-    /// The page-alloc probe, always attached but during allocation storms.
+    /// The page-alloc probe: attached, except for part of each window in a storm.
     page_alloc: Switchable,
     /// Per CPU, the page-alloc program's run of pages and its run count.
     alloc_runs: PerCpuArray<MapData, numa_common::AllocRun>,
