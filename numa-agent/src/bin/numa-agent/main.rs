@@ -268,16 +268,17 @@ struct RunArgs {
           value_parser = parse_percent)]
     fault_sample_duty: u8,
 
-    /// Count every page allocation (kmem:mm_page_alloc) until one CPU sustains more
-    /// than this many allocations per second over a 1 s check; then the probe follows
-    /// the sampler's duty cycle (attached for the first --fault-sample-duty of each
-    /// window) until an attached part sees every CPU below half of it. The probe costs
-    /// each allocation a fixed ~100 ns here (README "Cost"), so the default holds it
-    /// to about 1% of any CPU; bursts shorter than a second are always counted whole.
-    /// During a storm ratios are those of the attached parts and page counts cover
-    /// only them (numa_page_alloc_duty, `page_alloc_share` in events). 0 counts every
-    /// page, always.
-    #[arg(long, value_name = "PER_SECOND", env = "NUMA_ALLOC_STORM_RATE",
+    /// Count every page allocation (kmem:mm_page_alloc) until one CPU makes more than
+    /// this many allocations per second, measured over about a second; then, for the
+    /// whole host, the probe follows the sampler's duty cycle (attached for the first
+    /// --fault-sample-duty of each window) until an attached part sees every CPU below
+    /// half of it. The probe costs each allocation a fixed ~100 ns here (README
+    /// "Cost"), so the default holds it to about 1% of any CPU; a burst of fewer than
+    /// 0.9 x this many allocations on one CPU is always counted whole. During a storm
+    /// ratios are those of the attached parts and page counts cover only them
+    /// (numa_page_alloc_duty, `page_alloc_share` in events). 0 counts every page,
+    /// always.
+    #[arg(long, value_name = "PER_SECOND", env = "NUMA_ALLOC_STORM_RATE", allow_negative_numbers = true,
           default_value_t = numa_agent::alloc_storm::DEFAULT_STORM_RATE)]
     alloc_storm_rate: u64,
 
