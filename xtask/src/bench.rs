@@ -202,9 +202,10 @@ fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Pa
     // window, and the percentile comes from the rest), and its mean without the
     // repetitions over 1.5 x the median (ones the host disturbed; the probes slow one
     // by ~1.15 x at most), which is what the workload pays over time but spreads more.
-    // Each condition's run sits between two detached runs and is divided by their mean,
-    // so drift of the host cancels; conditions rotate from round to round. The agent is
-    // started before and stopped after its run, so its start-up is not timed.
+    // Each condition's run sits between two detached runs of its length and is divided
+    // by their mean, so drift of the host cancels; conditions rotate from round to
+    // round. The agent is started before and stopped after its run, so its start-up is
+    // not timed.
     const CONDITIONS: [(&str, &[&str], usize); 3] = [
         (
             "defaults, a run of ~10 s (two 5 s windows of the duty cycle; the allocation \
@@ -232,8 +233,8 @@ fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Pa
          allocation; each repetition timed from mmap to its last write, in CPU time of the \
          touching thread), agent attached vs detached: per run its 10th-percentile repetition \
          (p10) and its mean one without those over 1.5 x its median (mean), each attached \
-         run over the detached runs just before and after it; {rounds} rounds, conditions \
-         rotating"
+         run over the detached runs of the same length just before and after it; {rounds} \
+         rounds, conditions rotating"
     );
     for (i, (label, _, _)) in CONDITIONS.iter().enumerate() {
         println!("  {}: {label}", (b'A' + i as u8) as char);
@@ -244,23 +245,31 @@ fn page_fault_rounds(args: &BenchArgs, agent: &Path, workload: &Path, split: &Pa
     );
     let mut ratios: [[Vec<f64>; 2]; CONDITIONS.len()] = Default::default();
     for round in 0..rounds {
-        let mut before = churn_stats(workload, REPS)?;
+        // The detached run before the next condition, if it has the same length: a
+        // run of 3000 repetitions is compared with detached runs of 3000, since run
+        // length alone moves these figures by a few percent here.
+        let mut before: Option<(usize, [f64; 2])> = None;
         let mut row = [[0.0; 2]; CONDITIONS.len()];
         for k in 0..CONDITIONS.len() {
             let c = (k + round) % CONDITIONS.len();
             let (_, flags, reps) = CONDITIONS[c];
+            let before_run = match before.take() {
+                Some((n, stats)) if n == reps => stats,
+                _ => churn_stats(workload, reps)?,
+            };
             let mut agent = start_agent(flags)?;
             let attached = churn_stats(workload, reps);
             stop(&mut agent)?;
-            let after = churn_stats(workload, REPS)?;
+            let after = churn_stats(workload, reps)?;
             let attached = attached?;
             for (s, ratio) in row[c].iter_mut().enumerate() {
-                *ratio = attached[s] / ((before[s] + after[s]) / 2.0);
+                *ratio = attached[s] / ((before_run[s] + after[s]) / 2.0);
                 ratios[c][s].push(*ratio);
             }
-            before = after;
+            before = Some((reps, after));
         }
-        print!("{:>5} {:>7.2}ms", round + 1, before[1] / 1e6);
+        let detached = before.map_or(0.0, |(_, stats)| stats[1]);
+        print!("{:>5} {:>7.2}ms", round + 1, detached / 1e6);
         for [p10, mean] in row {
             print!(" {p10:>7.3} {mean:>7.3}");
         }
