@@ -861,13 +861,16 @@ pub fn vm_scenario(workload: &str, duration: Duration) -> Result<String> {
     Ok(format!(
         "scanner {}; vmstat = agent exactly: pgmigrate_success +{} (by reason {by_reason:?}), \
          pgmigrate_fail +{}, numa_pages_migrated +{}, numa_hint_faults +{faults} \
-         (local +{local}); sched_*_numa = ftrace: {certain:?} ({ambiguous} in readings); \
+         (local +{local}), still readings after {} and {} tries; sched_*_numa = ftrace: \
+         {certain:?} ({ambiguous} in readings); \
          pinned pid {}: {} -> {}, remote {remote} local {} faults, {migrated} pages migrated \
          {per_task}; bound pid {}: {} -> {}; cost: {costs}",
         tuned.join(","),
         d("pgmigrate_success"),
         d("pgmigrate_fail"),
         d("numa_pages_migrated"),
+        first.attempts,
+        second.attempts,
         pinned.pid,
         pinned.before,
         pinned.after,
