@@ -64,8 +64,8 @@ impl Metrics {
 
         let page_alloc_duty = prometheus::Gauge::new(
             "numa_page_alloc_duty",
-            "Share of each access window the page-alloc probe is attached: 1 counts every page; \
-             during an allocation storm (--alloc-storm-rate) --fault-sample-duty / 100, and \
+            "The page-alloc probe's duty in effect: 1 counts every page; during an allocation \
+             storm (--alloc-storm-rate) --fault-sample-duty / 100 of each access window, and \
              numa_memory_accesses_total counts only that share of the pages",
         )?;
         page_alloc_duty.set(1.0);
@@ -183,9 +183,10 @@ fn page_allocs_vec() -> Result<IntCounterVec, prometheus::Error> {
     IntCounterVec::new(
         Opts::new(
             "numa_memory_accesses_total",
-            "Pages allocated for user tasks (kmem:mm_page_alloc), by the node of the CPU the task \
-             ran on and the node of the memory: placement of new memory (every page, but during an \
-             allocation storm only numa_page_alloc_duty of the time), see README",
+            "Pages allocated for tasks, kernel threads included (kmem:mm_page_alloc), by the node \
+             of the CPU the task ran on and the node of the memory: placement of new memory \
+             (every page, except during an allocation storm: only numa_page_alloc_duty of the \
+             time), see README",
         ),
         &["cpu_node", "mem_node"],
     )
