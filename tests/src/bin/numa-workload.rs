@@ -51,9 +51,9 @@ enum Workload {
     },
     /// Map, touch and unmap `--mib` MiB `--reps` times (every page a first-touch fault
     /// and a page allocation), then print each repetition's CPU time in ns, sorted
-    /// (`rep_cpu_ns <n>...`): a page-fault-heavy load whose low percentiles are steady
-    /// on a shared host, for the benchmark), then `minflt <n>`: the faults the kernel
-    /// counted for the process (getrusage).
+    /// (`rep_cpu_ns <n>...`: the page-fault-heavy load of the benchmark, which sums
+    /// it up as a low percentile and a trimmed mean), then `minflt <n>`: the faults
+    /// the kernel counted for the process (getrusage).
     Churn {
         #[arg(long, default_value_t = 8)]
         mib: usize,
