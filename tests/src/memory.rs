@@ -52,28 +52,40 @@ pub fn touch_and_locate(bytes: usize) -> io::Result<(String, TouchTime)> {
     Ok((placement, elapsed))
 }
 
+/// How long [`churn`] goes on: a number of repetitions, or whole repetitions until
+/// this much wall time has passed (tests that need the load to span several agent
+/// windows, whatever the machine's speed).
+#[derive(Clone, Copy, Debug)]
+pub enum ChurnLength {
+    Reps(usize),
+    Wall(std::time::Duration),
+}
+
 /// Map `bytes` of anonymous memory without huge pages, write one byte per page, unmap
-/// it, `reps` times: every page is a fresh fault and a fresh page allocation, the
-/// kernel path the sensor's page-fault and page-alloc programs sit on. Returns this
-/// thread's CPU time for each repetition, from mmap to the last write: the unmap,
-/// which no probe sits on, is left out so the figure is the faults'.
-pub fn churn(bytes: usize, reps: usize) -> io::Result<Vec<std::time::Duration>> {
-    (0..reps)
-        .map(|_| {
-            let start = thread_cpu_time();
-            let p = map_base_pages(bytes)?;
-            // SAFETY: a fresh private anonymous mapping, only written within its
-            // length and unmapped before the next one.
-            unsafe {
-                for off in (0..bytes).step_by(4096) {
-                    std::ptr::write_volatile(p.cast::<u8>().add(off), 1);
-                }
-                let elapsed = thread_cpu_time().saturating_sub(start);
-                libc::munmap(p, bytes);
-                Ok(elapsed)
+/// it, over and over for `length`: every page is a fresh fault and a fresh page
+/// allocation, the kernel path the sensor's page-fault and page-alloc programs sit on.
+/// Returns this thread's CPU time for each repetition, from mmap to the last write:
+/// the unmap, which no probe sits on, is left out so the figure is the faults'.
+pub fn churn(bytes: usize, length: ChurnLength) -> io::Result<Vec<std::time::Duration>> {
+    let started = std::time::Instant::now();
+    let mut times = Vec::new();
+    while match length {
+        ChurnLength::Reps(reps) => times.len() < reps,
+        ChurnLength::Wall(wall) => started.elapsed() < wall,
+    } {
+        let start = thread_cpu_time();
+        let p = map_base_pages(bytes)?;
+        // SAFETY: a fresh private anonymous mapping, only written within its length
+        // and unmapped before the next one.
+        unsafe {
+            for off in (0..bytes).step_by(4096) {
+                std::ptr::write_volatile(p.cast::<u8>().add(off), 1);
             }
-        })
-        .collect()
+            times.push(thread_cpu_time().saturating_sub(start));
+            libc::munmap(p, bytes);
+        }
+    }
+    Ok(times)
 }
 
 /// A fresh private anonymous mapping of `bytes` without transparent huge pages: each

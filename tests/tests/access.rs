@@ -182,7 +182,7 @@ fn an_allocation_storm_counts_only_the_duty_share_and_ends_with_it() {
     let result = (|| -> Result<String> {
         let before = sample(&agent.http_get("/metrics")?, series).unwrap_or(0.0);
         let mut churn = std::process::Command::new(workload_bin())
-            .args(["churn", "--mib", "8", "--reps", "1500", "--cpu", "1"])
+            .args(["churn", "--mib", "8", "--duration", "7s", "--cpu", "1"])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .context("numa-workload churn")?;

@@ -88,7 +88,7 @@ fn the_duty_cycle_samples_only_the_share_of_each_window_it_is_attached() {
         .expect("agent starts");
         let before = samples(&agent.http_get("/metrics").expect("metrics"));
         let out = std::process::Command::new(numa_tests::workload::workload_bin())
-            .args(["churn", "--mib", "8", "--reps", "1300", "--cpu", "1"])
+            .args(["churn", "--mib", "8", "--duration", "6s", "--cpu", "1"])
             .output()
             .expect("numa-workload churn");
         assert!(out.status.success(), "{out:?}");

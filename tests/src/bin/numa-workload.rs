@@ -49,8 +49,8 @@ enum Workload {
         #[arg(long, default_value = "2s", value_parser = humantime_duration)]
         hold: std::time::Duration,
     },
-    /// Map, touch and unmap `--mib` MiB `--reps` times (every page a first-touch fault
-    /// and a page allocation), then print each repetition's CPU time in ns, sorted
+    /// Map, touch and unmap `--mib` MiB `--reps` times, or for `--duration` (every page
+    /// a first-touch fault and a page allocation), then print each repetition's CPU time in ns, sorted
     /// (`rep_cpu_ns <n>...`: the page-fault-heavy load of the benchmark, which sums
     /// it up as a low percentile and a trimmed mean), then `minflt <n>`: the faults
     /// the kernel counted for the process (getrusage).
@@ -59,6 +59,9 @@ enum Workload {
         mib: usize,
         #[arg(long, default_value_t = 300)]
         reps: usize,
+        /// Instead of `--reps`: whole repetitions until this much wall time has passed.
+        #[arg(long, conflicts_with = "reps", value_parser = humantime_duration)]
+        duration: Option<std::time::Duration>,
         /// Pin to this CPU first.
         #[arg(long)]
         cpu: Option<usize>,
@@ -156,11 +159,18 @@ fn main() -> anyhow::Result<()> {
             unpin_after,
             hold,
         })?,
-        Workload::Churn { mib, reps, cpu } => {
+        Workload::Churn {
+            mib,
+            reps,
+            duration,
+            cpu,
+        } => {
             if let Some(cpu) = cpu {
                 pin::pin_self(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;
             }
-            let mut times = numa_tests::memory::churn(mib << 20, reps)?;
+            use numa_tests::memory::ChurnLength;
+            let length = duration.map_or(ChurnLength::Reps(reps), ChurnLength::Wall);
+            let mut times = numa_tests::memory::churn(mib << 20, length)?;
             times.sort();
             let ns: Vec<String> = times.iter().map(|t| t.as_nanos().to_string()).collect();
             println!("rep_cpu_ns {}", ns.join(" "));
