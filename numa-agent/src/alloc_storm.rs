@@ -106,6 +106,12 @@ impl AllocStorm {
     /// attached all that time, and whether that begins or ends a storm. Outside a
     /// storm call it on every check; in a storm at the end of each attached part.
     pub fn measure(&mut self, now: Instant, hits: Vec<u64>) -> Option<Change> {
+        // In a storm, only a part the probe really was attached can tell: after a
+        // failed re-attach the counts stand still, which would read as a quiet CPU and
+        // end the storm with the probe off its hook. The next attach rebases.
+        if self.storm && self.attached_since.is_none() {
+            return None;
+        }
         let Some((since, before)) = self.baseline.take() else {
             self.baseline = Some((now, hits));
             return None;
@@ -203,6 +209,25 @@ mod tests {
         assert_eq!(s.measure(at(t0, 1300), vec![96_000]), None);
         assert_eq!(s.measure(at(t0, 2300), vec![96_000]), None);
         assert!(!s.in_storm());
+    }
+
+    #[test]
+    fn a_storm_does_not_end_while_the_probe_is_off_its_hook() {
+        let t0 = Instant::now();
+        let mut s = AllocStorm::new(100_000, t0);
+        s.rebase(t0, vec![0]);
+        assert!(matches!(
+            s.measure(at(t0, 1000), vec![500_000]),
+            Some(Change::Began { .. })
+        ));
+        s.set_attached(at(t0, 1000), false);
+        // The window's re-attach failed: the count stands still while it is off.
+        assert_eq!(s.measure(at(t0, 5500), vec![500_000]), None);
+        assert!(s.in_storm());
+        s.set_attached(at(t0, 10_000), true);
+        s.rebase(at(t0, 10_000), vec![500_000]);
+        assert_eq!(s.measure(at(t0, 10_500), vec![750_000]), None);
+        assert!(s.in_storm(), "500k/s in an attached part goes on");
     }
 
     #[test]
