@@ -11,6 +11,7 @@ use std::{
 };
 
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+use numa_common::Probe;
 use prometheus::{
     Encoder as _, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
     core::{Collector, Desc},
@@ -30,6 +31,7 @@ pub struct Metrics {
     steal_errors: IntCounterVec,
     access_errors: IntCounterVec,
     page_alloc_duty: prometheus::Gauge,
+    reattach_failures: IntCounterVec,
     /// Set while the sensors are attached and records are being read (`/readyz`).
     ready: AtomicBool,
 }
@@ -71,6 +73,22 @@ impl Metrics {
         page_alloc_duty.set(1.0);
         registry.register(Box::new(page_alloc_duty.clone()))?;
 
+        // A duty-cycled probe that cannot be put back is blind for that window: the log
+        // says why, this says how often, so an alert can see it.
+        let reattach_failures = IntCounterVec::new(
+            Opts::new(
+                "numa_probe_reattach_failures_total",
+                "Times a duty-cycled probe (the page-fault sampler, the page-alloc probe in an \
+                 allocation storm) could not be attached again at a window's start; that \
+                 window has no samples or no pages from it (the log says why)",
+            ),
+            &["probe"],
+        )?;
+        for probe in [Probe::PageFaultUser, Probe::MmPageAlloc] {
+            reattach_failures.with_label_values(&[probe.label()]);
+        }
+        registry.register(Box::new(reattach_failures.clone()))?;
+
         let attached = IntGaugeVec::new(
             Opts::new(
                 "numa_probe_attached",
@@ -108,6 +126,7 @@ impl Metrics {
             steal_errors,
             access_errors,
             page_alloc_duty,
+            reattach_failures,
             ready: AtomicBool::new(false),
         })
     }
@@ -122,6 +141,13 @@ impl Metrics {
     /// during an allocation storm).
     pub fn set_page_alloc_duty(&self, duty: f64) {
         self.page_alloc_duty.set(duty);
+    }
+
+    /// A duty-cycled probe could not be attached again at a window's start.
+    pub fn count_reattach_failure(&self, probe: Probe) {
+        self.reattach_failures
+            .with_label_values(&[probe.label()])
+            .inc();
     }
 
     /// Register a further collector owned by another module (per-workload counters,

@@ -324,7 +324,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                 if let Some(change) = measure_storm(&sensors, &mut storm, now) {
                     report_storm(change, &args, &pipeline.metrics);
                     // Off until the next window puts it on for its first part.
-                    switch_page_alloc(&mut sensors, &mut storm, now, false);
+                    switch_page_alloc(&mut sensors, &mut storm, &pipeline.metrics, now, false);
                 }
             }
             _ = tokio::time::sleep_until(pause_at.unwrap_or_else(tokio::time::Instant::now)),
@@ -337,7 +337,9 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                     let now = std::time::Instant::now();
                     match measure_storm(&sensors, &mut storm, now) {
                         Some(ended) => report_storm(ended, &args, &pipeline.metrics),
-                        None => switch_page_alloc(&mut sensors, &mut storm, now, false),
+                        None => {
+                            switch_page_alloc(&mut sensors, &mut storm, &pipeline.metrics, now, false)
+                        }
                     }
                 }
             }
@@ -345,7 +347,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                 let now = std::time::Instant::now();
                 let page_alloc_share = storm.take_window_share(now);
                 if storm.in_storm() {
-                    switch_page_alloc(&mut sensors, &mut storm, now, true);
+                    switch_page_alloc(&mut sensors, &mut storm, &pipeline.metrics, now, true);
                 }
                 if duty_on.is_some()
                     && let Err(e) = sensors.set_fault_sampling(true)
@@ -354,6 +356,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                         "re-attaching the page-fault sampler, no samples this window: {}",
                         anyhow::Error::from(e)
                     );
+                    pipeline.metrics.count_reattach_failure(numa_common::Probe::PageFaultUser);
                 }
                 // Both go off at the end of the window's first part.
                 let switching = pipeline.sampled.is_some() || storm.in_storm();
@@ -460,6 +463,7 @@ fn measure_storm(
 fn switch_page_alloc(
     sensors: &mut Sensors,
     storm: &mut AllocStorm,
+    metrics: &Metrics,
     now: std::time::Instant,
     on: bool,
 ) {
@@ -473,6 +477,9 @@ fn switch_page_alloc(
             },
             anyhow::Error::from(e)
         );
+        if on {
+            metrics.count_reattach_failure(numa_common::Probe::MmPageAlloc);
+        }
         return;
     }
     storm.set_attached(now, on);
