@@ -49,11 +49,11 @@ enum Workload {
         #[arg(long, default_value = "2s", value_parser = humantime_duration)]
         hold: std::time::Duration,
     },
-    /// Map, touch and unmap `--mib` MiB `--reps` times, or for `--duration` (every page
-    /// a first-touch fault and a page allocation), then print each repetition's CPU time in ns, sorted
-    /// (`rep_cpu_ns <n>...`: the page-fault-heavy load of the benchmark, which sums
-    /// it up as a low percentile and a trimmed mean), then `minflt <n>`: the faults
-    /// the kernel counted for the process (getrusage).
+    /// Map, touch and unmap `--mib` MiB `--reps` times, or for `--duration` (every
+    /// page a first-touch fault and a page allocation), then print each repetition's
+    /// CPU time in ns, sorted (`rep_cpu_ns <n>...`: the page-fault-heavy load of the
+    /// benchmark, which sums it up as a low percentile and a trimmed mean), then
+    /// `minflt <n>`: the faults the kernel counted for the process (getrusage).
     Churn {
         #[arg(long, default_value_t = 8)]
         mib: usize,
