@@ -16,6 +16,22 @@ use tempfile::TempDir;
 
 pub const PROMETHEUS: &str = "/usr/bin/prometheus";
 
+/// The shipped alert rules file (deploy/prometheus/numa-alerts.rules.yml).
+pub fn rules_file() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/numa-alerts.rules.yml")
+}
+
+/// The names of the alerts the shipped rules file declares, in its order: what the
+/// tests check against, so a new rule needs no edit there.
+pub fn shipped_alerts() -> Vec<String> {
+    std::fs::read_to_string(rules_file())
+        .expect("deploy/prometheus/numa-alerts.rules.yml")
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("- alert:"))
+        .map(|name| name.trim().to_owned())
+        .collect()
+}
+
 /// GET `path` from `addr` (`host:port`) over HTTP/1.0; returns status code and body.
 pub fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;

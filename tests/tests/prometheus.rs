@@ -138,11 +138,7 @@ fn prometheus_scrapes_the_agent_and_promtool_finds_nothing_to_fix() {
     // The shipped rules load and evaluate cleanly against real data; nothing fires
     // for a healthy agent. (An evaluation before the first scrape legitimately sees
     // no `up` and puts NumaAgentDown in `pending`; it must clear once scraped.)
-    let shipped = std::fs::read_to_string(rules.join("numa-alerts.rules.yml"))
-        .expect("rules file")
-        .lines()
-        .filter(|l| l.trim_start().starts_with("- alert:"))
-        .count();
+    let shipped = numa_tests::prom::shipped_alerts().len();
     let deadline = std::time::Instant::now() + wait;
     loop {
         let groups = prom.api("rules").expect("rules");
